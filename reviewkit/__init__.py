@@ -1,0 +1,76 @@
+"""reviewkit: restaurant-review sentiment on a vLLM engine loaded once per kernel.
+
+The public API is thin and lazy: importing ``reviewkit`` imports neither vllm, torch
+nor pandas, so the watchdog (``reviewkit.watchdog``) runs where only ``runpod`` and
+``nvidia-ml-py`` are installed. Each name below is imported on first use.
+
+    import reviewkit
+    engine = reviewkit.load()                 # once per kernel; a re-run returns at once
+    out = reviewkit.analyze(df, text="content")
+    reviewkit.summarize(out, by="restaurant_id")
+    df.reviewkit.analyze()                    # the same, as a DataFrame accessor
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from reviewkit import _pandas_hook
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "load": "reviewkit.engine",
+    "unload": "reviewkit.engine",
+    "current_engine": "reviewkit.engine",
+    "Engine": "reviewkit.engine",
+    "EngineSettings": "reviewkit.settings",
+    "resolve_settings": "reviewkit.settings",
+    "analyze": "reviewkit.analysis",
+    "RunStats": "reviewkit.runstats",
+    "last_run": "reviewkit.runstats",
+    "summarize": "reviewkit.summary",
+    "SentimentAnalyzer": "reviewkit.seed_api",
+    "PromptTemplate": "reviewkit.prompts",
+    "ResultCache": "reviewkit.cache",
+    "cost": "reviewkit.cost",
+    "activity": "reviewkit.activity",
+    "sample_reviews": "reviewkit.samples",
+    "plot_summary": "reviewkit.plots",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from reviewkit import activity, cost
+    from reviewkit.analysis import analyze
+    from reviewkit.cache import ResultCache
+    from reviewkit.engine import Engine, current_engine, load, unload
+    from reviewkit.plots import plot_summary
+    from reviewkit.prompts import PromptTemplate
+    from reviewkit.runstats import RunStats, last_run
+    from reviewkit.samples import sample_reviews
+    from reviewkit.seed_api import SentimentAnalyzer
+    from reviewkit.settings import EngineSettings, resolve_settings
+    from reviewkit.summary import summarize
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'reviewkit' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name.endswith("." + name) else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+# ``df.reviewkit`` exists as soon as pandas is imported, before or after reviewkit,
+# without reviewkit importing pandas itself.
+_pandas_hook.register_when_pandas_loads("reviewkit.accessor")

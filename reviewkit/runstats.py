@@ -1,0 +1,77 @@
+"""Run figures of each analysis: what was done, how fast, and what the cache saved."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+log = logging.getLogger("reviewkit")
+
+
+@dataclass
+class RunStats:
+    """Figures of one ``analyze`` call (``reviewkit.last_run()`` returns the latest)."""
+
+    rows: int = 0
+    empty_rows: int = 0          # NaN / None / blank text: NaN outputs, no model call
+    unique_texts: int = 0        # distinct non-empty texts
+    cached: int = 0              # distinct texts answered by the result cache
+    computed: int = 0            # distinct texts sent to the engine
+    truncated: int = 0           # texts cut to fit the model length
+    seconds: float = 0.0         # wall time of the whole call
+    engine_seconds: float = 0.0  # time inside the engine
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # prompt tokens served by vLLM's prefix cache
+    label_counts: dict[str, int] = field(default_factory=dict)
+    model: str = ""
+    interrupted: bool = False
+
+    @property
+    def reviews_per_s(self) -> float:
+        """Rows analyzed per second of the whole call (cache hits included)."""
+        return self.rows / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def engine_reviews_per_s(self) -> float:
+        return self.computed / self.engine_seconds if self.engine_seconds > 0 else float("nan")
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(reviews_per_s=self.reviews_per_s, engine_reviews_per_s=self.engine_reviews_per_s,
+                    prefix_cache_hit_rate=self.prefix_cache_hit_rate)
+        return data
+
+    def counts_line(self) -> str:
+        """The seed's summary line: 'analyzed 100 reviews: positive 60 (60%), ...'."""
+        labelled = sum(self.label_counts.values())
+        parts = [f"{label} {n} ({round(100 * n / labelled) if labelled else 0}%)"
+                 for label, n in self.label_counts.items()]
+        line = f"analyzed {self.rows} reviews: " + ", ".join(parts)
+        if self.empty_rows:
+            line += f", no text {self.empty_rows}"
+        return line
+
+    def __str__(self) -> str:
+        return (f"{self.counts_line()} | {self.seconds:.2f} s, {self.reviews_per_s:.1f} reviews/s, "
+                f"{self.cached} cached, {self.computed} computed, {self.prompt_tokens} prompt tokens, "
+                f"prefix-cache hits {self.prefix_cache_hit_rate:.0%}")
+
+
+_last: RunStats | None = None
+
+
+def record(stats: RunStats) -> None:
+    global _last
+    _last = stats
+    log.info("%s", stats.counts_line())
+    log.info("run figures: %s", stats)
+
+
+def last_run() -> RunStats | None:
+    """Figures of the latest ``analyze`` call in this process."""
+    return _last
