@@ -57,6 +57,8 @@ class Engine:
         self.max_model_len: int = int(llm.llm_engine.model_config.max_model_len)
         # Per-engine derived values (e.g. calibration), dropped with the engine.
         self.memo: dict[str, Any] = {}
+        # vLLM's offline LLM is not thread-safe; analyze_async runs in worker threads.
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"<reviewkit.Engine {self.settings.model!r} on {self.device}, "
@@ -81,8 +83,9 @@ class Engine:
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(label_token_ids))
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
-                                    params, use_tqdm=False)
+        with self._lock:
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+                                        params, use_tqdm=False)
         scored = []
         for out in outputs:
             step = out.outputs[0].logprobs[0]
@@ -99,8 +102,9 @@ class Engine:
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
-                                    params, use_tqdm=False)
+        with self._lock:
+            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+                                        params, use_tqdm=False)
         return [out.outputs[0].text for out in outputs]
 
     def _shutdown(self) -> None:

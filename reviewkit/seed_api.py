@@ -1,0 +1,105 @@
+"""The seed project's ``SentimentAnalyzer`` calls, kept for code written against it.
+
+The seed took a list of review payloads (``id``, ``restaurant_id``, ``content``, ...)
+for one restaurant and returned counts and ratios. Here the same calls run on the
+once-per-kernel engine and also return a label and score per review.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from reviewkit.analysis import SCORE, SENTIMENT, analyze
+from reviewkit.engine import Engine
+
+log = logging.getLogger("reviewkit")
+
+# Errors that say the input is wrong: retrying cannot help.
+_NOT_RETRIED = (TypeError, KeyError, ValueError, ImportError)
+
+
+def _payload(review: Any) -> dict[str, Any]:
+    if isinstance(review, Mapping):
+        return dict(review)
+    if hasattr(review, "model_dump"):  # pydantic models, as the seed's API used
+        return dict(review.model_dump())
+    if hasattr(review, "__dict__"):
+        return dict(vars(review))
+    raise TypeError(f"a review must be a dict with a 'content' field, got {type(review).__name__}")
+
+
+class SentimentAnalyzer:
+    """``analyze(reviews, restaurant_id)`` and ``await analyze_async(...)``, as in the seed."""
+
+    def __init__(self, engine: Engine | None = None, *, labels: Sequence[str] = ("positive", "negative"),
+                 cache: bool = True, progress: bool = False) -> None:
+        self.engine = engine
+        self.labels = tuple(labels)
+        self.cache = cache
+        self.progress = progress
+
+    def analyze(self, reviews: Iterable[Any], restaurant_id: Any = None, **options: Any) -> dict[str, Any]:
+        """Counts, ratios (whole percent of ``total_count``, as the seed) and per-review labels."""
+        payloads = [_payload(r) for r in reviews]
+        if restaurant_id is None:
+            ids = {p.get("restaurant_id") for p in payloads}
+            if len(ids) > 1:
+                raise ValueError(f"reviews belong to several restaurants {sorted(map(str, ids))}: "
+                                 "pass restaurant_id or analyze them per restaurant")
+            restaurant_id = ids.pop() if ids else None
+        if any("content" not in p for p in payloads):
+            raise KeyError("every review needs a 'content' field")
+        log.info("analyzing %d reviews with vLLM (restaurant_id: %s)", len(payloads), restaurant_id)
+        frame = pd.DataFrame({"content": [p["content"] for p in payloads]})
+        result = analyze(frame, text="content", labels=self.labels, engine=self.engine,
+                         cache=self.cache, progress=self.progress, **options) if payloads else None
+        total = len(payloads)
+        counts = {label: 0 for label in self.labels}
+        per_review = []
+        for i, p in enumerate(payloads):
+            label = result[SENTIMENT].iloc[i] if result is not None else None
+            label = None if pd.isna(label) else str(label)
+            if label is not None:
+                counts[label] += 1
+            score = float(result[SCORE].iloc[i]) if result is not None else float("nan")
+            per_review.append({"id": p.get("id"), "sentiment": label,
+                               "sentiment_score": None if pd.isna(score) else score})
+        out: dict[str, Any] = {"restaurant_id": restaurant_id}
+        for label in self.labels:
+            out[f"{label}_count"] = counts[label]
+        out["total_count"] = total
+        for label in self.labels:
+            out[f"{label}_ratio"] = int(round(100 * counts[label] / total)) if total else 0
+        out["unlabelled_count"] = total - sum(counts.values())
+        out["reviews"] = per_review
+        log.info("analysis done: %s", ", ".join(
+            f"{label} {counts[label]} ({out[f'{label}_ratio']}%)" for label in self.labels))
+        return out
+
+    async def analyze_async(self, reviews: Iterable[Any], restaurant_id: Any = None,
+                            max_retries: int = 3, **options: Any) -> dict[str, Any]:
+        """``analyze`` in a worker thread, so the notebook's event loop keeps running.
+
+        Engine failures are retried up to ``max_retries`` times with exponential
+        backoff (0.5 s, 1 s, 2 s, ...); bad input is not retried.
+        """
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be a non-negative integer, got {max_retries!r}")
+        reviews = list(reviews)
+        attempt = 0
+        while True:
+            try:
+                return await asyncio.to_thread(self.analyze, reviews, restaurant_id, **options)
+            except _NOT_RETRIED:
+                raise
+            except Exception as exc:
+                if attempt >= max_retries:
+                    raise
+                delay = 0.5 * 2 ** attempt
+                attempt += 1
+                log.warning("analysis failed (%s); retry %d/%d in %.1f s", exc, attempt, max_retries, delay)
+                await asyncio.sleep(delay)
