@@ -26,6 +26,8 @@ _LAZY = {
     "unload": "reviewkit.engine",
     "current_engine": "reviewkit.engine",
     "Engine": "reviewkit.engine",
+    "EngineLoadError": "reviewkit.engine",
+    "EngineSettingsMismatch": "reviewkit.engine",
     "EngineSettings": "reviewkit.settings",
     "resolve_settings": "reviewkit.settings",
     "analyze": "reviewkit.analysis",
@@ -47,7 +49,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from reviewkit import activity, cost
     from reviewkit.analysis import analyze
     from reviewkit.cache import ResultCache
-    from reviewkit.engine import Engine, current_engine, load, unload
+    from reviewkit.engine import (Engine, EngineLoadError, EngineSettingsMismatch, current_engine,
+                                  load, unload)
     from reviewkit.plots import plot_summary
     from reviewkit.prompts import PromptTemplate
     from reviewkit.runstats import RunStats, last_run

@@ -70,6 +70,8 @@ def ensure_converted(*, quiet: bool = False) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits, then reuses the result
         if is_converted(target):
             return target
+        for stale in target.parent.glob(".staging-*"):  # left by a killed conversion
+            shutil.rmtree(stale, ignore_errors=True)
         if not quiet:
             print(
                 "reviewkit: converting the embedded model (Gemma 3 270M GGUF -> safetensors), "

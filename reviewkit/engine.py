@@ -232,6 +232,7 @@ def _start(settings: EngineSettings) -> Engine:
     cpu = _is_cpu_build()
     if cpu:
         _cpu_defaults(llm_kwargs)
+    vllm = _import_vllm()  # before a minute of conversion that would be wasted without it
     if settings.is_embedded:
         from reviewkit import embedded
 
@@ -239,7 +240,6 @@ def _start(settings: EngineSettings) -> Engine:
     else:
         model_path = settings.model
     llm_kwargs.setdefault("disable_log_stats", True)
-    vllm = _import_vllm()
     log.info("loading vLLM engine: %s", settings.describe())
     started = time.perf_counter()
     try:
@@ -252,20 +252,25 @@ def _start(settings: EngineSettings) -> Engine:
     return engine
 
 
+_MEMORY_FIX = ("lower VLLM_MAX_MODEL_LEN (or max_model_len=...), lower gpu_memory_utilization "
+               "(e.g. reviewkit.load(gpu_memory_utilization=0.8)), raise VLLM_TENSOR_PARALLEL_SIZE to "
+               "spread the model over more GPUs, or use a bigger GPU; on the CPU build lower "
+               "VLLM_CPU_KVCACHE_SPACE (GiB)")
+
+
 def _explain_load_failure(exc: Exception, settings: EngineSettings) -> Exception:
     text = f"{type(exc).__name__}: {exc}"
     lowered = text.lower()
     if any(marker in lowered for marker in _OOM_MARKERS):
-        return EngineLoadError(
-            f"Out of memory while loading {settings.model!r} ({text}). Lower VLLM_MAX_MODEL_LEN "
-            "(or max_model_len=...), lower gpu_memory_utilization (e.g. 0.8), raise "
-            "VLLM_TENSOR_PARALLEL_SIZE to spread the model over more GPUs, or use a bigger "
-            "GPU; on the CPU build lower VLLM_CPU_KVCACHE_SPACE."
-        )
+        return EngineLoadError(f"Out of memory while loading {settings.model!r} ({text}). "
+                               f"To fix it: {_MEMORY_FIX}.")
     if "engine core initialization failed" in lowered:
+        # The cause is only in the engine process's own log, printed above.
         return EngineLoadError(
-            f"vLLM's engine process failed to start ({text}). Its own error is printed "
-            "above. If this is a script, make sure reviewkit.load() runs under "
-            "`if __name__ == '__main__':` (vLLM re-imports the main script in its workers)."
+            f"vLLM's engine process failed to start loading {settings.model!r} ({text}); its "
+            "own error is printed above. If it ran out of memory (CUDA out of memory, or "
+            f"'less than requested memory for kv'): {_MEMORY_FIX}. If this is a script, make "
+            "sure reviewkit.load() runs under `if __name__ == '__main__':` (vLLM re-imports the "
+            "main script in its workers)."
         )
     return EngineLoadError(f"Could not load {settings.model!r}: {text}")

