@@ -145,6 +145,8 @@ def _score(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str],
     biases = {route: content_free_bias(engine, b) if calibrate_scores else None
               for route, b in built.items()}
     budget = {route: engine.max_model_len - b.overhead_tokens - 1 for route, b in built.items()}
+    label_token_ids = next(iter(built.values())).label_token_ids
+    assert all(b.label_token_ids == label_token_ids for b in built.values())
     bar = tqdm(total=len(todo), unit="review", desc="reviewkit", disable=not progress)
     engine_started = time.perf_counter()
     try:
@@ -157,17 +159,17 @@ def _score(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str],
                     ids = ids[:budget[route]]
                     stats.truncated += 1
                 prompts.append(built[route].prompt_ids(ids))
-            finished = []
-            # Group by route: each group's prompts share one cached prefix.
+            # One engine call per chunk: both routes' prompts batch together, each
+            # group still sharing its own cached prefix (the label tokens are the same).
+            scored = engine.score_labels(prompts, label_token_ids)
+            probs = label_probabilities(np.array([s.label_logprobs for s in scored]))
+            route_array = np.array(routes)
             for route in dict.fromkeys(routes):
-                index = [i for i, r in enumerate(routes) if r == route]
-                scored = engine.score_labels([prompts[i] for i in index], built[route].label_token_ids)
-                probs = calibrate(label_probabilities(np.array([s.label_logprobs for s in scored])),
-                                  biases[route])
-                for i, s, p in zip(index, scored, probs):
-                    stats.prompt_tokens += s.prompt_tokens
-                    stats.cached_prompt_tokens += s.cached_tokens
-                    finished.append((chunk[i], p.tolist()))
+                rows = route_array == route
+                probs[rows] = calibrate(probs[rows], biases[route])
+            stats.prompt_tokens += sum(s.prompt_tokens for s in scored)
+            stats.cached_prompt_tokens += sum(s.cached_tokens for s in scored)
+            finished = list(zip(chunk, probs.tolist()))
             probs_by_text.update(finished)
             if store is not None:
                 store.put_many(space, finished)
