@@ -84,9 +84,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(summary.to_string(float_format=lambda x: f"{x:.2f}"))
     print(f"\nEngine: {engine!r}")
     print(f"Run: {run}")
-    rate = run.engine_reviews_per_s if run.computed else run.reviews_per_s
-    print(f"Cost at ${args.price_per_hour:.2f}/h and {rate:.1f} reviews/s: "
-          f"${cost_per_1000_reviews(args.price_per_hour, rate):.4f} per 1,000 reviews")
+    if run.computed:
+        rate = run.engine_reviews_per_s
+        print(f"Cost at ${args.price_per_hour:.2f}/h and {rate:.1f} reviews/s: "
+              f"${cost_per_1000_reviews(args.price_per_hour, rate):.4f} per 1,000 reviews")
+    else:
+        print(f"Cost: all {run.unique_texts} results came from the result cache "
+              "(run with --no-cache to measure the engine's throughput and cost)")
     return 0
 
 

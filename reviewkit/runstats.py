@@ -57,9 +57,10 @@ class RunStats:
         return line
 
     def __str__(self) -> str:
+        hits = "n/a" if self.prompt_tokens == 0 else f"{self.prefix_cache_hit_rate:.0%}"
         return (f"{self.counts_line()} | {self.seconds:.2f} s, {self.reviews_per_s:.1f} reviews/s, "
                 f"{self.cached} cached, {self.computed} computed, {self.prompt_tokens} prompt tokens, "
-                f"prefix-cache hits {self.prefix_cache_hit_rate:.0%}")
+                f"prefix-cache hits {hits}")
 
 
 _last: RunStats | None = None

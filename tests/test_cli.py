@@ -39,7 +39,11 @@ def test_bad_files_and_columns_exit_with_a_message(tmp_path):
 
 
 def test_demo_prints_reviews_summary_and_figures(engine, capsys):
-    assert main(["demo", "-q"]) == 0
+    assert main(["demo", "-q", "--no-cache"]) == 0
     out = capsys.readouterr().out
     for needle in ("Seoul Kitchen", "Per restaurant:", "positive_ratio", "reviews/s", "per 1,000 reviews"):
         assert needle in out
+    main(["demo", "-q"])
+    assert main(["demo", "-q"]) == 0  # the second run is answered by the result cache
+    out = capsys.readouterr().out
+    assert "all 48 results came from the result cache" in out and "48 cached, 0 computed" in out
