@@ -10,8 +10,10 @@ PYTEST_ARGS ?=
 demo: $(VENV)/.installed-cpu
 	$(BIN)/reviewkit demo
 
+# Two runs, so the tests' engine is gone before the notebooks' kernels load theirs.
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env \
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg $(PYTEST_ARGS)
 
 install: $(VENV)/.installed-test

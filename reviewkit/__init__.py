@@ -38,6 +38,8 @@ _LAZY = {
     "PromptTemplate": "reviewkit.prompts",
     "ResultCache": "reviewkit.cache",
     "cost": "reviewkit.cost",
+    "prompts": "reviewkit.prompts",
+    "scoring": "reviewkit.scoring",
     "activity": "reviewkit.activity",
     "sample_reviews": "reviewkit.samples",
     "plot_summary": "reviewkit.plots",
@@ -46,7 +48,7 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from reviewkit import activity, cost
+    from reviewkit import activity, cost, prompts, scoring
     from reviewkit.analysis import analyze
     from reviewkit.cache import ResultCache
     from reviewkit.engine import (Engine, EngineLoadError, EngineSettingsMismatch, current_engine,
