@@ -37,6 +37,7 @@ import re
 import resource
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -464,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_end": os.getloadavg(),
         "phases": rec.phases,
     }
+    busy_load = 2.5 * rec.cores
+    results["run"]["busy_phases"] = [p["phase"] for p in rec.phases if p["loadavg_1m"] > busy_load]
+    results["run"]["busy_load_threshold"] = busy_load
     results["targets"] = {k: {"target": v, "value": results["ratios"].get(k),
                               "met": _met(k, results["ratios"].get(k), v)} for k, v in TARGETS.items()}
     print(markdown(results))
@@ -639,12 +643,20 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
     rk_cached = sum(x["cached_tokens"] for x in rk_runs)
     raw_tokens = sum(x["prompt_tokens"] for x in raw_runs)
     raw_cached = sum(x["cached_tokens"] for x in raw_runs)
-    rk_rate = rate(n * len(rk_runs), rk_s)
-    seed_rate = rate(args.seed_n * len(seed_runs), seed_s)
+    # Medians over the rounds: a burst of other work on the machine spoils one round, not the figure.
+    med = statistics.median
+    rk_rate = med(n / x["seconds"] for x in rk_runs)
+    raw_rate = med(n / x["seconds"] for x in raw_runs)
+    seed_rate = med(args.seed_n / x["seconds"] for x in seed_runs)
     nopc_rate = rate(args.no_prefix_n, nopc_s)
-    rk_tps, raw_tps = rate(rk_tokens, rk_s), rate(raw_tokens, raw_s)
-    rk_ctps, raw_ctps = rate(rk_tokens - rk_cached, rk_s), rate(raw_tokens - raw_cached, raw_s)
-    per_review_n = rk_s / (n * len(rk_runs))
+    rk_tps = med(x["prompt_tokens"] / x["seconds"] for x in rk_runs)
+    raw_tps = med(x["prompt_tokens"] / x["seconds"] for x in raw_runs)
+    rk_ctps = med((x["prompt_tokens"] - x["cached_tokens"]) / x["seconds"] for x in rk_runs)
+    raw_ctps = med((x["prompt_tokens"] - x["cached_tokens"]) / x["seconds"] for x in raw_runs)
+    per_review_n = 1 / rk_rate
+    vs_engine_rounds = [(a["prompt_tokens"] / a["seconds"]) / (b["prompt_tokens"] / b["seconds"])
+                        for a, b in zip(rk_runs, raw_runs)]
+    vs_seed_rounds = [(n / a["seconds"]) / (args.seed_n / c["seconds"]) for a, c in zip(rk_runs, seed_runs)]
     per_review_scale = scale_s / args.scale_n
     last_seed = seed_runs[-1]
     failures = sum(p is None for p in last_seed["parsed"])
@@ -657,7 +669,14 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
         "reviewkit_reviews_per_s": rk_rate,
         "seed_style_reviews_per_s": seed_rate,
         "no_prefix_cache_reviews_per_s": nopc_rate,
-        "engine_prefill_reviews_per_s": rate(n * len(raw_runs), raw_s),
+        "engine_prefill_reviews_per_s": raw_rate,
+        "figures_note": "reviews/s and tokens/s are medians over the rounds; the interleaved ratios are "
+                        "medians of the per-round ratios; 'pooled' has total work / total seconds",
+        "pooled": {"reviewkit_reviews_per_s": rate(n * len(rk_runs), rk_s),
+                   "engine_prefill_reviews_per_s": rate(n * len(raw_runs), raw_s),
+                   "seed_style_reviews_per_s": rate(args.seed_n * len(seed_runs), seed_s),
+                   "reviewkit_tokens_per_s": rate(rk_tokens, rk_s),
+                   "engine_prefill_tokens_per_s": rate(raw_tokens, raw_s)},
         "first_run_seconds": first_s,
         "cached_rerun_seconds": again_s,
         "cached_rerun_same_labels": same,
@@ -693,17 +712,14 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
             "reviewkit_seconds": [x["seconds"] for x in rk_runs],
             "engine_seconds": [x["seconds"] for x in raw_runs],
             "seed_style_seconds": [x["seconds"] for x in seed_runs],
-            "reviewkit_vs_engine_per_round": [
-                (a["prompt_tokens"] / a["seconds"]) / (b["prompt_tokens"] / b["seconds"])
-                for a, b in zip(rk_runs, raw_runs)],
-            "reviewkit_vs_seed_per_round": [
-                (n / a["seconds"]) / (args.seed_n / c["seconds"]) for a, c in zip(rk_runs, seed_runs)],
+            "reviewkit_vs_engine_per_round": vs_engine_rounds,
+            "reviewkit_vs_seed_per_round": vs_seed_rounds,
         },
     })
     # Cross-check that a busy machine disturbs less: CPU seconds of the process tree per review.
     def cpu_per_review(runs: list[dict[str, Any]], per_run: int) -> float | None:
         cpus = [x.get("cpu_seconds") for x in runs]
-        return None if None in cpus or not cpus else sum(cpus) / (per_run * len(cpus))
+        return None if None in cpus or not cpus else med(cpus) / per_run
 
     cpu = {"reviewkit": cpu_per_review(rk_runs, n), "engine_prefill": cpu_per_review(raw_runs, n),
            "seed_style": cpu_per_review(seed_runs, args.seed_n),
@@ -732,10 +748,10 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
         print(f"warning: prefix-cache hits beyond the shared prefix ({cached_per_review}, prefix "
               f"{prefix_tokens} tokens): the timings include free work", file=sys.stderr)
     results["ratios"] = {
-        "reviewkit_vs_seed_style": ratio(rk_rate, seed_rate),
+        "reviewkit_vs_seed_style": med(vs_seed_rounds),
         "prefix_cache_speedup": ratio(rk_rate, nopc_rate),
         "cached_rerun_speedup": ratio(first_s, again_s),
-        "reviewkit_vs_engine_tokens": ratio(rk_tps, raw_tps),
+        "reviewkit_vs_engine_tokens": med(vs_engine_rounds),
         "scaling_per_review_ratio": ratio(per_review_scale, per_review_n),
     }
     return results
@@ -768,7 +784,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "| measure | value | ratio | target |",
         "| --- | ---: | ---: | --- |",
-        f"| reviewkit.analyze, cache off (N={n}, {r['rounds']} round{'s' if r['rounds'] > 1 else ''}) | {f(r['reviewkit_reviews_per_s'])} reviews/s | | |",
+        f"| reviewkit.analyze, cache off (N={n}, median of {r['rounds']} round{'s' if r['rounds'] > 1 else ''}) | {f(r['reviewkit_reviews_per_s'])} reviews/s | | |",
         f"| seed's way: JSON label + reason, greedy ≤ 64 tokens, parsed (N={r['seed_n']}) | "
         f"{f(r['seed_style_reviews_per_s'])} reviews/s | reviewkit {f(ratios['reviewkit_vs_seed_style'])}× | "
         f"{target('reviewkit_vs_seed_style')} |",
@@ -809,6 +825,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"{f(cpu_r['reviewkit_vs_engine'] and 100 * cpu_r['reviewkit_vs_engine'], 0, ' %')} of the engine's "
         f"efficiency, N={sn} / N={n} {f(cpu_r['scaling_per_review_ratio'], 2, '×')}.",
     ]
+    busy = r["run"].get("busy_phases")
+    if busy:
+        lines += ["", f"Other work kept the 1-minute load average above {r['run']['busy_load_threshold']:g} "
+                      f"during: {', '.join(busy)}; those figures are slowed by it."]
     return "\n".join(lines)
 
 
