@@ -808,8 +808,8 @@ def markdown(r: dict[str, Any]) -> str:
     conv = load.get("conversion_seconds")
     lines += [
         f"| load: first, with conversion / later, load alone (engine 1, engine 2) | "
-        f"{f(load.get('first_load_with_conversion_seconds'))} s / {f(load.get('load_seconds'))} s, "
-        f"{f(load.get('load_no_prefix_cache_seconds'))} s | | "
+        f"{f(load.get('first_load_with_conversion_seconds'), 1, ' s')} / {f(load.get('load_seconds'), 1, ' s')}, "
+        f"{f(load.get('load_no_prefix_cache_seconds'), 1, ' s')} | | "
         f"{'conversion ' + f(conv) + ' s' if conv is not None else 'conversion not measured (--measure-conversion)'} |",
         "",
         f"Prompt tokens per review {f(r['prompt_tokens_per_review'])} ({f(r['computed_tokens_per_review'])} computed "
