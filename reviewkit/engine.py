@@ -80,15 +80,12 @@ class Engine:
     def score_labels(self, prompts: Sequence[list[int]], label_token_ids: list[int]) -> list[ScoredPrompt]:
         """One forward pass per prompt; return the log-probabilities of the label tokens."""
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
 
         # detokenize=False: only the numbers are read, and detokenizing every request's
         # label entries cost ~15 % of the throughput on 2 cores (benchmarks/README.md).
         params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(label_token_ids),
                                 detokenize=False)
-        with self._lock:
-            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
-                                        params, use_tqdm=False)
+        outputs = self._generate(prompts, params)
         scored = []
         for out in outputs:
             step = out.outputs[0].logprobs[0]
@@ -102,13 +99,17 @@ class Engine:
     def generate_text(self, prompts: Sequence[list[int]], max_tokens: int) -> list[str]:
         """Greedy free-text generation (the seed's way; used for comparisons)."""
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+        return [out.outputs[0].text for out in self._generate(prompts, params)]
+
+    def _generate(self, prompts: Sequence[list[int]], params: Any) -> list[Any]:
+        """``LLM.generate`` on token-id prompts, one caller at a time."""
+        from vllm.inputs import TokensPrompt
+
         with self._lock:
-            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
-                                        params, use_tqdm=False)
-        return [out.outputs[0].text for out in outputs]
+            return self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+                                     params, use_tqdm=False)
 
     def _shutdown(self) -> None:
         engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
