@@ -8,10 +8,13 @@ PYTEST_ARGS ?=
 .PHONY: demo test install clean
 
 demo: $(VENV)/.installed-cpu
+	scripts/system-packages.sh run
 	$(BIN)/reviewkit demo
 
 # Two runs, so the tests' engine is gone before the notebooks' kernels load theirs.
 test: $(VENV)/.installed-test
+	scripts/system-packages.sh test
+	$(BIN)/ruff check reviewkit tests benchmarks watchdog.py
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 	$(BIN)/python -m pytest notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg $(PYTEST_ARGS)

@@ -7,6 +7,7 @@ nor pandas, so the watchdog (``reviewkit.watchdog``) runs where only ``runpod`` 
     import reviewkit
     engine = reviewkit.load()                 # once per kernel; a re-run returns at once
     out = reviewkit.analyze(df, text="content")
+    scored = reviewkit.score_texts(["맛있어요!", "cold food"])   # the same scoring on a list
     reviewkit.summarize(out, by="restaurant_id")
     df.reviewkit.analyze()                    # the same, as a DataFrame accessor
 """
@@ -23,6 +24,11 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "load": "reviewkit.engine",
+    "connect": "reviewkit.engine",
+    "LocalEngine": "reviewkit.engine",
+    "EngineDeadError": "reviewkit.engine",
+    "score_texts": "reviewkit.scoring",
+    "ScoredTexts": "reviewkit.scoring",
     "unload": "reviewkit.engine",
     "current_engine": "reviewkit.engine",
     "Engine": "reviewkit.engine",
@@ -51,12 +57,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from reviewkit import activity, cost, prompts, scoring
     from reviewkit.analysis import analyze
     from reviewkit.cache import ResultCache
-    from reviewkit.engine import (Engine, EngineLoadError, EngineSettingsMismatch, current_engine,
-                                  load, unload)
+    from reviewkit.engine import (Engine, EngineDeadError, EngineLoadError, EngineSettingsMismatch,
+                                  LocalEngine, connect, current_engine, load, unload)
     from reviewkit.plots import plot_summary
     from reviewkit.prompts import PromptTemplate
     from reviewkit.runstats import RunStats, last_run
     from reviewkit.samples import sample_reviews
+    from reviewkit.scoring import ScoredTexts, score_texts
     from reviewkit.seed_api import SentimentAnalyzer
     from reviewkit.settings import EngineSettings, resolve_settings
     from reviewkit.summary import summarize

@@ -1,24 +1,150 @@
-"""From label log-probabilities to calibrated label probabilities.
+"""``score_texts``: the one way a list of review texts becomes label probabilities.
 
-vLLM returns the raw log-probabilities of the label tokens (before any constraint),
-so they are renormalised over the labels. A base model also leans towards some label
-whatever the review says; contextual calibration (Zhao et al., 2021, "Calibrate
-Before Use") measures that lean on content-free inputs once per prompt and divides
-it out, which makes the argmax the decision and the score a usable probability.
+``analyze`` (DataFrames), the seed's ``SentimentAnalyzer``, ``reviewkit serve``, the Ray
+actor, the benchmark and the notebooks all call it. Per distinct text: pick the
+language's few-shot prompt, truncate to the model length, put the review between the
+shared prefix and the answer tag (as token ids, so the prefix is token-identical and
+served by the prefix cache), read the label tokens' log-probabilities in one forward
+pass, renormalise over the labels and divide out the prompt's content-free lean
+(contextual calibration, Zhao et al. 2021, "Calibrate Before Use"), which makes the
+argmax the decision and the score a usable probability. Results go to and come from
+the on-disk result cache.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
-from reviewkit.engine import Engine
-from reviewkit.prompts import BuiltPrompt
+from reviewkit import activity, runstats
+from reviewkit.cache import ResultCache, default_cache, namespace
+from reviewkit.engines.base import Engine
+from reviewkit.prompts import DEFAULT_LABELS, BuiltPrompt, PromptTemplate, default_templates, language_of
+
+log = logging.getLogger("reviewkit")
 
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]", "...")
 # Bump when the scoring recipe changes: it is part of the result-cache key.
 SCORING_VERSION = "cc1"
+DEFAULT_CHUNK_SIZE = 1024
+
+
+@dataclass
+class ScoredTexts:
+    """Label probabilities per input text, in input order.
+
+    ``probs`` has one row per input text and one column per label; rows of texts that
+    were NaN, None, empty or blank are NaN (no model call was made for them).
+    """
+
+    labels: tuple[str, ...]
+    probs: np.ndarray
+    stats: runstats.RunStats
+
+    @property
+    def score_label(self) -> str:
+        """The label whose probability is the score: ``positive``, else the first label."""
+        return "positive" if "positive" in self.labels else self.labels[0]
+
+    def sentiments(self) -> list[str | None]:
+        """The argmax label per text; None where there was no text."""
+        return [None if np.isnan(row[0]) else self.labels[int(np.argmax(row))] for row in self.probs]
+
+    def scores(self) -> np.ndarray:
+        """The calibrated probability of :attr:`score_label` per text (NaN without text)."""
+        return self.probs[:, self.labels.index(self.score_label)] if len(self.probs) else np.zeros(0)
+
+
+def clean_text(value: Any) -> str | None:
+    """The text to analyze: ``str(value)``, or None for NaN, None, NA, empty or blank."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    value = value if isinstance(value, str) else str(value)
+    return value if value.strip() else None
+
+
+def score_texts(
+    texts: Sequence[Any],
+    *,
+    engine: Engine | None = None,
+    labels: Sequence[str] = DEFAULT_LABELS,
+    prompt: PromptTemplate | None = None,
+    cache: bool | ResultCache = True,
+    calibrate_scores: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+) -> ScoredTexts:
+    """Score ``texts`` (any values; see :func:`clean_text`) and return them in input order.
+
+    Args:
+        engine: the engine to use; None means the loaded one, loading the default if none is.
+        labels: the label set (``("positive", "negative", "neutral")`` for three classes).
+        prompt: one template for every text instead of the built-in per-language ones.
+        cache: ``True`` for the default on-disk result cache, ``False`` for none, or a
+            :class:`~reviewkit.cache.ResultCache`.
+        calibrate_scores: divide out the prompt's content-free label bias.
+        chunk_size: texts per engine call; finished chunks are cached at once, so an
+            interrupt loses at most the chunk in flight.
+        progress: show a tqdm bar (a widget in notebooks).
+
+    Duplicate texts are scored once. The run's figures are recorded for
+    ``reviewkit.last_run()`` and logged in the seed's style.
+    """
+    started = time.perf_counter()
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    templates = _templates(labels, prompt)
+    labels = next(iter(templates.values())).labels
+    cleaned = [clean_text(t) for t in texts]
+    stats = runstats.RunStats(rows=len(cleaned), empty_rows=sum(t is None for t in cleaned))
+    unique = list(dict.fromkeys(t for t in cleaned if t is not None))
+    stats.unique_texts = len(unique)
+    probs_by_text: dict[str, list[float]] = {}
+
+    if unique:
+        if engine is None:
+            from reviewkit.engine import current_engine, load
+
+            engine = current_engine() or load()
+        stats.model = engine.model_id
+        built = {route: tmpl.build(engine.tokenizer, engine.prefix_block_size) for route, tmpl in templates.items()}
+        space = namespace(engine.model_id, SCORING_VERSION, str(calibrate_scores),
+                          *(f"{r}={b.version}" for r, b in sorted(built.items())))
+        store = _result_cache(cache)
+        if store is not None:
+            probs_by_text.update(store.get_many(space, unique))
+        stats.cached = len(probs_by_text)
+        todo = [t for t in unique if t not in probs_by_text]
+        if todo:
+            with activity.working("analyze"):
+                _score_chunks(engine, built, todo, probs_by_text, stats, store, space,
+                              calibrate_scores, chunk_size, progress)
+
+    probs = np.full((len(cleaned), len(labels)), np.nan)
+    for row, value in enumerate(cleaned):
+        if value is not None:
+            probs[row] = probs_by_text[value]
+    result = ScoredTexts(labels=labels, probs=probs, stats=stats)
+    found = result.sentiments()
+    stats.label_counts = {label: found.count(label) for label in labels}
+    stats.seconds = time.perf_counter() - started
+    runstats.record(stats)
+    return result
+
+
+def warm_up(engine: Engine) -> None:
+    """The first analysis's one-off work, done at load: build the default prompts and
+    measure their content-free bias (the first engine batches)."""
+    for built in (t.build(engine.tokenizer, engine.prefix_block_size) for t in default_templates().values()):
+        content_free_bias(engine, built)
 
 
 def label_probabilities(logprobs: np.ndarray) -> np.ndarray:
@@ -44,7 +170,7 @@ def tokenize_reviews(engine: Engine, texts: Sequence[str]) -> list[list[int]]:
 
 
 def content_free_bias(engine: Engine, built: BuiltPrompt) -> np.ndarray:
-    """The prompt's label probabilities on content-free inputs (computed once)."""
+    """The prompt's label probabilities on content-free inputs (computed once per engine)."""
     memo = engine.memo.setdefault("content_free_bias", {})
     if built.version not in memo:
         ids = tokenize_reviews(engine, list(CONTENT_FREE_INPUTS))
@@ -52,3 +178,85 @@ def content_free_bias(engine: Engine, built: BuiltPrompt) -> np.ndarray:
         probs = label_probabilities(np.array([s.label_logprobs for s in scored]))
         memo[built.version] = probs.mean(axis=0)
     return memo[built.version]
+
+
+def _templates(labels: Sequence[str], prompt: PromptTemplate | None) -> dict[str, PromptTemplate]:
+    if isinstance(labels, str):
+        raise TypeError(f"labels must be a sequence of label names, got the string {labels!r}")
+    if prompt is not None:
+        if not isinstance(prompt, PromptTemplate):
+            raise TypeError(f"prompt must be a reviewkit.PromptTemplate, got {type(prompt).__name__}")
+        return {"all": prompt}
+    return default_templates(tuple(labels))
+
+
+def _result_cache(cache: bool | ResultCache) -> ResultCache | None:
+    if isinstance(cache, ResultCache):
+        return cache
+    return default_cache() if cache else None
+
+
+def _route(built: dict[str, BuiltPrompt], text: str) -> str:
+    return "all" if "all" in built else language_of(text)
+
+
+def build_prompts(engine: Engine, built: dict[str, BuiltPrompt], texts: Sequence[str],
+                  stats: runstats.RunStats | None = None) -> tuple[list[str], list[list[int]]]:
+    """Each text's route and token-id prompt, truncated to fit the model length."""
+    budget = {route: engine.max_model_len - b.overhead_tokens - 1 for route, b in built.items()}
+    routes = [_route(built, t) for t in texts]
+    prompts = []
+    for route, ids in zip(routes, tokenize_reviews(engine, texts)):
+        if len(ids) > budget[route]:
+            ids = ids[:budget[route]]
+            if stats is not None:
+                stats.truncated += 1
+        prompts.append(built[route].prompt_ids(ids))
+    return routes, prompts
+
+
+def _score_chunks(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str],
+                  probs_by_text: dict[str, list[float]], stats: runstats.RunStats,
+                  store: ResultCache | None, space: str, calibrate_scores: bool,
+                  chunk_size: int, progress: bool) -> None:
+    """Score ``todo`` chunk by chunk, storing each finished chunk at once."""
+    from tqdm.auto import tqdm
+
+    biases = {route: content_free_bias(engine, b) if calibrate_scores else None
+              for route, b in built.items()}
+    label_token_ids = next(iter(built.values())).label_token_ids
+    assert all(b.label_token_ids == label_token_ids for b in built.values())
+    bar = tqdm(total=len(todo), unit="review", desc="reviewkit", disable=not progress)
+    engine_started = time.perf_counter()
+    try:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            routes, prompts = build_prompts(engine, built, chunk, stats)
+            # One engine call per chunk: both routes' prompts batch together, each
+            # group still sharing its own cached prefix (the label tokens are the same).
+            scored = engine.score_labels(prompts, label_token_ids)
+            probs = label_probabilities(np.array([s.label_logprobs for s in scored]))
+            route_array = np.array(routes)
+            for route in dict.fromkeys(routes):
+                rows = route_array == route
+                probs[rows] = calibrate(probs[rows], biases[route])
+            stats.prompt_tokens += sum(s.prompt_tokens for s in scored)
+            stats.cached_prompt_tokens += sum(s.cached_tokens for s in scored)
+            finished = list(zip(chunk, probs.tolist()))
+            probs_by_text.update(finished)
+            if store is not None:
+                store.put_many(space, finished)
+            stats.computed += len(chunk)
+            bar.update(len(chunk))
+    except KeyboardInterrupt:
+        stats.interrupted = True
+        log.warning("interrupted after %d of %d reviews; finished chunks are %s", stats.computed,
+                    len(todo), "cached: re-run to continue" if store is not None else "lost (cache=False)")
+        raise
+    finally:
+        bar.close()
+        stats.engine_seconds = time.perf_counter() - engine_started
+    if stats.truncated:
+        warnings.warn(f"{stats.truncated} review(s) were longer than the model length "
+                      f"({engine.max_model_len} tokens with the prompt) and were truncated",
+                      stacklevel=4)

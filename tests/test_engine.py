@@ -1,13 +1,15 @@
 """The engine is loaded once per process and refuses silent reloads."""
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import reviewkit
-from conftest import run_python
+from conftest import ROOT, run_python
 from reviewkit.engine import EngineSettingsMismatch
 
 
@@ -37,7 +39,31 @@ def test_engine_reports_cpu_defaults(engine):
     assert "embedded" in repr(engine)
 
 
-def test_unload_stops_the_engine_processes_and_load_works_again():
+def test_engine_process_has_tcmalloc_mapped(engine):
+    from reviewkit.engines.local import find_tcmalloc
+
+    assert find_tcmalloc(), "the set-up (scripts/system-packages.sh) installs libtcmalloc-minimal4"
+    pids = engine.engine_pids()
+    assert pids, "vLLM's engine process not found"
+    maps = [Path(f"/proc/{pid}/maps").read_text() for pid in pids]
+    assert any("libtcmalloc" in m for m in maps)
+    assert "libtcmalloc" not in Path("/proc/self/maps").read_text()  # only vLLM's engine process
+    assert "LD_PRELOAD" not in os.environ  # restored after the engine process started
+
+
+def test_tcmalloc_preload_leaves_user_settings_alone():
+    from reviewkit.engines.local import find_tcmalloc, tcmalloc_preload
+
+    assert tcmalloc_preload({"LD_PRELOAD": "/usr/lib/libmine.so"}) is None
+    assert tcmalloc_preload({"REVIEWKIT_TCMALLOC": "0"}) is None
+    assert tcmalloc_preload({"REVIEWKIT_TCMALLOC": "off"}) is None
+    assert tcmalloc_preload({}) == find_tcmalloc()
+
+
+@pytest.mark.own_engine
+def test_stdin_script_loads_unloads_and_keeps_the_users_ld_preload():
+    """``python - <<EOF`` works (no main file to re-import), unload() ends vLLM's processes,
+    and a user's own LD_PRELOAD reaches the engine process untouched."""
     code = """
 import psutil, reviewkit
 if __name__ == '__main__':
@@ -47,19 +73,25 @@ if __name__ == '__main__':
     children = [c for c in me.children(recursive=True)
                 if 'resource_tracker' not in ' '.join(c.cmdline())]
     print('children', len(children))
+    print('preload', sorted({c.environ().get('LD_PRELOAD') for c in children}))
+    print('tcmalloc', any('libtcmalloc' in open(f'/proc/{c.pid}/maps').read() for c in children))
     print('unloaded', reviewkit.unload(), reviewkit.unload())
     gone, alive = psutil.wait_procs(children, timeout=30)
     print('alive', len(alive), [c.cmdline() for c in alive])
     print('current', reviewkit.current_engine())
 """
-    proc = run_python(code, timeout=400)
+    libm = "/lib/x86_64-linux-gnu/libm.so.6" if Path("/lib/x86_64-linux-gnu/libm.so.6").exists() else "libm.so.6"
+    proc = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "LD_PRELOAD": libm}, cwd=str(ROOT))
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unloaded True False" in out
     assert "alive 0 []" in out and "current None" in out
     assert int(out.split("children ")[1].split()[0]) >= 1
+    assert f"preload ['{libm}']" in out and "tcmalloc False" in out
 
 
+@pytest.mark.own_engine
 def test_script_without_main_guard_gets_a_clear_message(tmp_path):
     script = tmp_path / "unguarded.py"
     script.write_text("import reviewkit\nreviewkit.load('embedded')\nprint('loaded')\n")
@@ -69,6 +101,7 @@ def test_script_without_main_guard_gets_a_clear_message(tmp_path):
     assert "re-imports the main script" in proc.stderr or "re-imports the main" in proc.stderr
 
 
+@pytest.mark.own_engine
 def test_out_of_memory_at_load_names_the_fix():
     code = """
 import reviewkit
