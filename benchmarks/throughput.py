@@ -217,34 +217,24 @@ def _fmt_info(info: dict[str, Any]) -> str:
 
 
 def reviewkit_prompts(engine: Any, texts: Sequence[str]) -> list[list[int]]:
-    """The prompt token ids reviewkit sends for ``texts``, built with reviewkit's own
-    helpers exactly as ``analyze`` builds them (default templates, one per language)."""
-    from reviewkit.prompts import default_templates, language_of
-    from reviewkit.scoring import tokenize_reviews
+    """The prompt token ids reviewkit sends for ``texts``: reviewkit's own prompt assembly."""
+    from reviewkit.scoring import build_prompts, build_templates
 
-    built = {route: t.build(engine.tokenizer, engine.prefix_block_size) for route, t in default_templates(LABELS).items()}
-    budget = {route: engine.max_model_len - b.overhead_tokens - 1 for route, b in built.items()}
-    prompts = []
-    for text, ids in zip(texts, tokenize_reviews(engine, list(texts))):
-        route = language_of(text)
-        prompts.append(built[route].prompt_ids(ids[:budget[route]]))
-    return prompts
+    return build_prompts(engine, build_templates(engine), list(texts))[1]
 
 
 def prefix_tokens_of(engine: Any) -> int:
     """Tokens of the longest shared (block-padded) prefix of reviewkit's prompts."""
-    from reviewkit.prompts import default_templates
+    from reviewkit.scoring import build_templates
 
-    return max(len(t.build(engine.tokenizer, engine.prefix_block_size).prefix_ids)
-               for t in default_templates(LABELS).values())
+    return max(len(b.prefix_ids) for b in build_templates(engine).values())
 
 
 def prefix_prompts(engine: Any) -> list[list[int]]:
     """One short prompt per reviewkit route: warms exactly the shared prefixes."""
-    from reviewkit.prompts import default_templates
+    from reviewkit.scoring import build_templates
 
-    return [t.build(engine.tokenizer, engine.prefix_block_size).prompt_ids([])
-            for t in default_templates(LABELS).values()]
+    return [b.prompt_ids([]) for b in build_templates(engine).values()]
 
 
 def reset_prefix_cache(engine: Any, warm: Callable[[], Any] | None = None) -> None:

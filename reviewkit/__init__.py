@@ -48,6 +48,7 @@ _LAZY = {
     "scoring": "reviewkit.scoring",
     "activity": "reviewkit.activity",
     "sample_reviews": "reviewkit.samples",
+    "varied_reviews": "reviewkit.samples",
     "plot_summary": "reviewkit.plots",
 }
 
@@ -62,7 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from reviewkit.plots import plot_summary
     from reviewkit.prompts import PromptTemplate
     from reviewkit.runstats import RunStats, last_run
-    from reviewkit.samples import sample_reviews
+    from reviewkit.samples import sample_reviews, varied_reviews
     from reviewkit.scoring import ScoredTexts, score_texts
     from reviewkit.seed_api import SentimentAnalyzer
     from reviewkit.settings import EngineSettings, resolve_settings

@@ -12,3 +12,28 @@ def sample_reviews() -> pd.DataFrame:
     ``id``, ``restaurant_id``, ``restaurant``, ``content``, ``created_at``."""
     with files("reviewkit").joinpath("data/restaurant_reviews.csv").open("rb") as f:
         return pd.read_csv(f, parse_dates=["created_at"])
+
+
+def varied_reviews(n: int, seed: int = 0) -> pd.DataFrame:
+    """``n`` distinct reviews made of 1-3 sentences of the bundled ones (same language).
+
+    For throughput and cost experiments: realistic lengths, both languages, and the same
+    texts on every machine for a given ``seed``. Column ``content``.
+    """
+    import random
+    import re
+
+    from reviewkit.prompts import language_of
+
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    sentences: dict[str, list[str]] = {"ko": [], "en": []}
+    for text in sample_reviews()["content"]:
+        parts = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+        sentences[language_of(text)].extend(parts)
+    rng = random.Random(seed)
+    texts: dict[str, None] = {}
+    while len(texts) < n:
+        pool = sentences[rng.choice(["ko", "en"])]
+        texts[" ".join(rng.sample(pool, rng.randint(1, 3)))] = None
+    return pd.DataFrame({"content": list(texts)})

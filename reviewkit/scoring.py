@@ -115,7 +115,7 @@ def score_texts(
 
             engine = current_engine() or load()
         stats.model = engine.model_id
-        built = {route: tmpl.build(engine.tokenizer, engine.prefix_block_size) for route, tmpl in templates.items()}
+        built = build_templates(engine, templates)
         space = namespace(engine.model_id, SCORING_VERSION, str(calibrate_scores),
                           *(f"{r}={b.version}" for r, b in sorted(built.items())))
         store = _result_cache(cache)
@@ -143,7 +143,7 @@ def score_texts(
 def warm_up(engine: Engine) -> None:
     """The first analysis's one-off work, done at load: build the default prompts and
     measure their content-free bias (the first engine batches)."""
-    for built in (t.build(engine.tokenizer, engine.prefix_block_size) for t in default_templates().values()):
+    for built in build_templates(engine).values():
         content_free_bias(engine, built)
 
 
@@ -178,6 +178,12 @@ def content_free_bias(engine: Engine, built: BuiltPrompt) -> np.ndarray:
         probs = label_probabilities(np.array([s.label_logprobs for s in scored]))
         memo[built.version] = probs.mean(axis=0)
     return memo[built.version]
+
+
+def build_templates(engine: Engine, templates: dict[str, PromptTemplate] | None = None) -> dict[str, BuiltPrompt]:
+    """Each route's prompt as token ids for ``engine`` (default: the per-language prompts)."""
+    templates = templates if templates is not None else default_templates()
+    return {route: t.build(engine.tokenizer, engine.prefix_block_size) for route, t in templates.items()}
 
 
 def _templates(labels: Sequence[str], prompt: PromptTemplate | None) -> dict[str, PromptTemplate]:
