@@ -46,6 +46,7 @@ _LAZY = {
     "cost": "reviewkit.cost",
     "prompts": "reviewkit.prompts",
     "scoring": "reviewkit.scoring",
+    "evaluation": "reviewkit.evaluation",
     "activity": "reviewkit.activity",
     "sample_reviews": "reviewkit.samples",
     "varied_reviews": "reviewkit.samples",
@@ -55,7 +56,7 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from reviewkit import activity, cost, prompts, scoring
+    from reviewkit import activity, cost, evaluation, prompts, scoring
     from reviewkit.analysis import analyze
     from reviewkit.cache import ResultCache
     from reviewkit.engine import (Engine, EngineDeadError, EngineLoadError, EngineSettingsMismatch,

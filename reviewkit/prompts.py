@@ -64,10 +64,21 @@ class BuiltPrompt:
     label_token_ids: list[int]
     labels: tuple[str, ...]
     version: str
+    # Per label, the positions in ``label_token_ids`` of its words' first tokens.
+    label_groups: tuple[tuple[int, ...], ...] = ()
 
     @property
     def overhead_tokens(self) -> int:
         return len(self.prefix_ids) + len(self.suffix_ids)
+
+    def label_logprobs(self, token_logprobs: Any) -> Any:
+        """(n, labels) log-probabilities from (n, label tokens) ones: each label's words
+        are summed in probability (a verbalizer ensemble; one word per label by default)."""
+        import numpy as np
+
+        token_logprobs = np.asarray(token_logprobs, dtype=float)
+        groups = self.label_groups or tuple((i,) for i in range(len(self.labels)))
+        return np.stack([np.logaddexp.reduce(token_logprobs[:, list(g)], axis=1) for g in groups], axis=1)
 
     def prompt_ids(self, text_ids: Sequence[int]) -> list[int]:
         return [*self.prefix_ids, *text_ids, *self.suffix_ids]
@@ -82,6 +93,10 @@ class PromptTemplate:
     instruction: str = DEFAULT_INSTRUCTION
     review_tag: str = "Review:"
     answer_tag: str = "Sentiment:"
+    #: Words read for each label, e.g. ``{"positive": ("긍정", "좋음")}``: the first is
+    #: written in the examples and the instruction, and the label's probability is the sum
+    #: of all its words' (their first tokens must differ between labels). Default: the label.
+    label_words: Any = None
     _cache: dict[tuple[int, int], BuiltPrompt] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -97,21 +112,33 @@ class PromptTemplate:
         unknown = {label for _, label in self.examples} - set(labels)
         if unknown:
             raise ValueError(f"examples use labels {sorted(unknown)} that are not in {labels!r}")
+        words = dict(self.label_words or {})
+        if set(words) - set(labels):
+            raise ValueError(f"label_words names labels {sorted(set(words) - set(labels))} not in {labels!r}")
+        words = tuple((label, tuple(str(w).strip() for w in words.get(label, (label,)))) for label in labels)
+        if any(not ws or not all(ws) for _, ws in words):
+            raise ValueError("label_words must give each label at least one non-empty word")
+        object.__setattr__(self, "label_words", words)
+
+    def _shown(self, label: str) -> str:
+        """The word written for ``label`` in the prompt."""
+        return dict(self.label_words)[label][0]
 
     def text(self, review: str = "") -> str:
         """The whole prompt as text, for reading and debugging."""
         return self.prefix_text() + " " + review + "\n" + self.answer_tag
 
     def prefix_text(self) -> str:
-        parts = [self.instruction.format(labels=", ".join(self.labels)), ""]
+        parts = [self.instruction.format(labels=", ".join(self._shown(label) for label in self.labels)), ""]
         for review, label in self.examples:
-            parts += [f"{self.review_tag} {review}", f"{self.answer_tag} {label}", ""]
+            parts += [f"{self.review_tag} {review}", f"{self.answer_tag} {self._shown(label)}", ""]
         return "\n".join(parts) + self.review_tag
 
     @property
     def version(self) -> str:
         """A digest of everything that changes the answers."""
-        return hashlib.sha256(self.prefix_text().encode() + b"\x00" + "|".join(self.labels).encode()).hexdigest()[:16]
+        words = "|".join(f"{label}={'/'.join(ws)}" for label, ws in self.label_words)
+        return hashlib.sha256(self.prefix_text().encode() + b"\x00" + words.encode()).hexdigest()[:16]
 
     def build(self, tokenizer: Any, align_to: int = 1) -> BuiltPrompt:
         """Token ids for ``tokenizer``; refuses labels whose first tokens collide.
@@ -134,20 +161,29 @@ class PromptTemplate:
         prefix_ids = text_ids[:start] + newline * padding + text_ids[start:]
         suffix_ids = list(tokenizer("\n" + self.answer_tag, add_special_tokens=False)["input_ids"])
         first_tokens: dict[int, str] = {}
-        for label in self.labels:
-            ids = tokenizer(" " + label, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise ValueError(f"label {label!r} has no tokens")
-            other = first_tokens.get(ids[0])
-            if other is not None:
-                raise ValueError(
-                    f"labels {other!r} and {label!r} start with the same token "
-                    f"({tokenizer.decode([ids[0]])!r}), so one forward pass cannot tell them "
-                    "apart: choose labels whose first words differ."
-                )
-            first_tokens[ids[0]] = label
+        groups: list[list[int]] = []
+        for label, words in self.label_words:
+            group: list[int] = []
+            for word in words:
+                ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+                if not ids:
+                    raise ValueError(f"label word {word!r} has no tokens")
+                if not tokenizer.decode(ids[:1]).strip():
+                    raise ValueError(f"label word {word!r} starts with a bare space token for this tokenizer, "
+                                     "which says nothing about the label: choose another word")
+                other = first_tokens.setdefault(ids[0], label)
+                if other != label:
+                    raise ValueError(
+                        f"labels {other!r} and {label!r} start with the same token "
+                        f"({tokenizer.decode([ids[0]])!r}), so one forward pass cannot tell them "
+                        "apart: choose labels whose first words differ."
+                    )
+                position = list(first_tokens).index(ids[0])
+                if position not in group:
+                    group.append(position)
+            groups.append(group)
         return BuiltPrompt(prefix_ids, suffix_ids, list(first_tokens), self.labels,
-                           f"{self.version}.{len(prefix_ids)}")
+                           f"{self.version}.{len(prefix_ids)}", tuple(map(tuple, groups)))
 
 
 def _default_examples(labels: tuple[str, ...], language: str = "en") -> tuple[tuple[str, str], ...]:

@@ -25,7 +25,16 @@ import numpy as np
 from reviewkit import activity, runstats
 from reviewkit.cache import ResultCache, default_cache, namespace
 from reviewkit.engines.base import Engine
-from reviewkit.prompts import DEFAULT_LABELS, BuiltPrompt, PromptTemplate, default_templates, language_of
+from reviewkit.prompts import (
+    DEFAULT_LABELS,
+    LANGUAGE_EXAMPLES,
+    BuiltPrompt,
+    PromptTemplate,
+    default_templates,
+    language_of,
+)
+
+LANGUAGES = tuple(LANGUAGE_EXAMPLES)
 
 log = logging.getLogger("reviewkit")
 
@@ -76,7 +85,7 @@ def score_texts(
     *,
     engine: Engine | None = None,
     labels: Sequence[str] = DEFAULT_LABELS,
-    prompt: PromptTemplate | None = None,
+    prompt: PromptTemplate | dict[str, PromptTemplate] | None = None,
     cache: bool | ResultCache = True,
     calibrate_scores: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -87,7 +96,8 @@ def score_texts(
     Args:
         engine: the engine to use; None means the loaded one, loading the default if none is.
         labels: the label set (``("positive", "negative", "neutral")`` for three classes).
-        prompt: one template for every text instead of the built-in per-language ones.
+        prompt: one template for every text instead of the built-in per-language ones,
+            or a dict with one template per language (``{"ko": ..., "en": ...}``).
         cache: ``True`` for the default on-disk result cache, ``False`` for none, or a
             :class:`~reviewkit.cache.ResultCache`.
         calibrate_scores: divide out the prompt's content-free label bias.
@@ -169,15 +179,17 @@ def tokenize_reviews(engine: Engine, texts: Sequence[str]) -> list[list[int]]:
     return list(engine.tokenizer([" " + t for t in texts], add_special_tokens=False)["input_ids"])
 
 
-def content_free_bias(engine: Engine, built: BuiltPrompt) -> np.ndarray:
+def content_free_bias(engine: Engine, built: BuiltPrompt,
+                      inputs: Sequence[str] = CONTENT_FREE_INPUTS) -> np.ndarray:
     """The prompt's label probabilities on content-free inputs (computed once per engine)."""
     memo = engine.memo.setdefault("content_free_bias", {})
-    if built.version not in memo:
-        ids = tokenize_reviews(engine, list(CONTENT_FREE_INPUTS))
+    key = (built.version, tuple(inputs))
+    if key not in memo:
+        ids = tokenize_reviews(engine, list(inputs))
         scored = engine.score_labels([built.prompt_ids(x) for x in ids], built.label_token_ids)
-        probs = label_probabilities(np.array([s.label_logprobs for s in scored]))
-        memo[built.version] = probs.mean(axis=0)
-    return memo[built.version]
+        probs = label_probabilities(built.label_logprobs([s.label_logprobs for s in scored]))
+        memo[key] = probs.mean(axis=0)
+    return memo[key]
 
 
 def build_templates(engine: Engine, templates: dict[str, PromptTemplate] | None = None) -> dict[str, BuiltPrompt]:
@@ -186,14 +198,21 @@ def build_templates(engine: Engine, templates: dict[str, PromptTemplate] | None 
     return {route: t.build(engine.tokenizer, engine.prefix_block_size) for route, t in templates.items()}
 
 
-def _templates(labels: Sequence[str], prompt: PromptTemplate | None) -> dict[str, PromptTemplate]:
+def _templates(labels: Sequence[str], prompt: PromptTemplate | dict[str, PromptTemplate] | None,
+               ) -> dict[str, PromptTemplate]:
     if isinstance(labels, str):
         raise TypeError(f"labels must be a sequence of label names, got the string {labels!r}")
-    if prompt is not None:
-        if not isinstance(prompt, PromptTemplate):
-            raise TypeError(f"prompt must be a reviewkit.PromptTemplate, got {type(prompt).__name__}")
+    if prompt is None:
+        return default_templates(tuple(labels))
+    if isinstance(prompt, PromptTemplate):
         return {"all": prompt}
-    return default_templates(tuple(labels))
+    if isinstance(prompt, dict) and set(prompt) == set(LANGUAGES) and \
+            all(isinstance(t, PromptTemplate) for t in prompt.values()):
+        if len({t.labels for t in prompt.values()}) != 1:
+            raise ValueError("the per-language prompts must have the same labels")
+        return dict(prompt)
+    raise TypeError("prompt must be a reviewkit.PromptTemplate or a dict of one per language "
+                    f"{sorted(LANGUAGES)}, got {type(prompt).__name__}")
 
 
 def _result_cache(cache: bool | ResultCache) -> ResultCache | None:
@@ -230,8 +249,9 @@ def _score_chunks(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str]
 
     biases = {route: content_free_bias(engine, b) if calibrate_scores else None
               for route, b in built.items()}
-    label_token_ids = next(iter(built.values())).label_token_ids
-    assert all(b.label_token_ids == label_token_ids for b in built.values())
+    # One engine call per chunk for every route: ask for the union of their label tokens.
+    label_token_ids = list(dict.fromkeys(t for b in built.values() for t in b.label_token_ids))
+    columns = {route: [label_token_ids.index(t) for t in b.label_token_ids] for route, b in built.items()}
     bar = tqdm(total=len(todo), unit="review", desc="reviewkit", disable=not progress)
     engine_started = time.perf_counter()
     try:
@@ -241,11 +261,13 @@ def _score_chunks(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str]
             # One engine call per chunk: both routes' prompts batch together, each
             # group still sharing its own cached prefix (the label tokens are the same).
             scored = engine.score_labels(prompts, label_token_ids)
-            probs = label_probabilities(np.array([s.label_logprobs for s in scored]))
+            token_logprobs = np.array([s.label_logprobs for s in scored])
+            probs = np.empty((len(chunk), len(next(iter(built.values())).labels)))
             route_array = np.array(routes)
             for route in dict.fromkeys(routes):
                 rows = route_array == route
-                probs[rows] = calibrate(probs[rows], biases[route])
+                label_logprobs = built[route].label_logprobs(token_logprobs[rows][:, columns[route]])
+                probs[rows] = calibrate(label_probabilities(label_logprobs), biases[route])
             stats.prompt_tokens += sum(s.prompt_tokens for s in scored)
             stats.cached_prompt_tokens += sum(s.cached_tokens for s in scored)
             finished = list(zip(chunk, probs.tolist()))

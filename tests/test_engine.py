@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_python
 
 import reviewkit
-from conftest import ROOT, run_python
 from reviewkit.engine import EngineSettingsMismatch
 
 

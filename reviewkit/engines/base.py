@@ -77,7 +77,7 @@ class Engine(abc.ABC):
         """Greedy free text (the seed's way; benchmarks compare against it)."""
         raise NotImplementedError(f"{type(self).__name__} does not generate text")
 
-    def check_alive(self) -> None:
+    def check_alive(self) -> None:  # noqa: B027 - optional: engines that cannot tell stay silent
         """Raise :class:`EngineDeadError` if the engine can no longer answer."""
 
     @abc.abstractmethod
