@@ -75,7 +75,7 @@ def analyze(
                           *(f"{r}={b.version}" for r, b in sorted(built.items())))
         store = _result_cache(cache)
         if store is not None:
-            probs_by_text.update(store.get_many(space, unique))
+            probs_by_text.update(store.get_many(space, unique, model=engine.model_id))
         stats.cached = len(probs_by_text)
         todo = [t for t in unique if t not in probs_by_text]
         if todo:
@@ -172,7 +172,7 @@ def _score(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str],
             finished = list(zip(chunk, probs.tolist()))
             probs_by_text.update(finished)
             if store is not None:
-                store.put_many(space, finished)
+                store.put_many(space, finished, model=engine.model_id)
             stats.computed += len(chunk)
             bar.update(len(chunk))
     except KeyboardInterrupt:
