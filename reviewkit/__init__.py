@@ -43,6 +43,7 @@ _LAZY = {
     "SentimentAnalyzer": "reviewkit.seed_api",
     "PromptTemplate": "reviewkit.prompts",
     "ResultCache": "reviewkit.cache",
+    "cache_info": "reviewkit.cache",
     "cost": "reviewkit.cost",
     "prompts": "reviewkit.prompts",
     "scoring": "reviewkit.scoring",
@@ -58,7 +59,7 @@ __all__ = sorted(_LAZY) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from reviewkit import activity, cost, evaluation, prompts, scoring
     from reviewkit.analysis import analyze
-    from reviewkit.cache import ResultCache
+    from reviewkit.cache import ResultCache, cache_info
     from reviewkit.engine import (Engine, EngineDeadError, EngineLoadError, EngineSettingsMismatch,
                                   LocalEngine, connect, current_engine, load, unload)
     from reviewkit.plots import plot_summary

@@ -2,20 +2,37 @@
 
 Keyed by everything that changes an answer (model, prompt version, labels, scoring
 recipe) plus the review text; the value is the label probabilities. SQLite because
-it is in the standard library, safe across processes and fast for batched lookups.
+it is in the standard library, safe across processes (WAL) and fast for batched lookups.
+
+The cache is an optimisation, so it never breaks an analysis: a file that is not a
+database is moved aside and a fresh one started; a folder or file that cannot be
+written turns the cache off; a read or write that fails mid-run is a miss or a skipped
+store. Each is reported once per process as a ``CacheWarning``. Its size is bounded
+(``REVIEWKIT_CACHE_MAX_MB``) by evicting the least recently used entries.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from reviewkit import cache_db
+from reviewkit.cache_db import CacheWarning, entry_size, fix_hint, report
+from reviewkit.cache_report import CacheInfo, cache_info, disk_bytes
+
+__all__ = ["ResultCache", "CacheInfo", "CacheWarning", "cache_info", "default_cache",
+           "default_cache_path", "namespace", "DEFAULT_MAX_MB"]
+
 _BATCH = 500  # SQLite's default limit on '?' parameters is 999
+DEFAULT_MAX_MB = 1024.0
+_EVICT_TO = 0.9          # evict down to 90 % of the bound, so eviction is not on every write
 
 
 def default_cache_path() -> Path:
@@ -26,65 +43,325 @@ def default_cache_path() -> Path:
     return Path(folder).expanduser() / "results.sqlite3"
 
 
+def default_max_mb() -> float:
+    """``REVIEWKIT_CACHE_MAX_MB`` if set and valid (else a warning), else 1024."""
+    raw = os.environ.get("REVIEWKIT_CACHE_MAX_MB", "").strip()
+    if not raw:
+        return DEFAULT_MAX_MB
+    try:
+        value = float(raw)
+        if value > 0 and math.isfinite(value):
+            return value
+    except ValueError:
+        pass
+    report(Path("REVIEWKIT_CACHE_MAX_MB"), "setting",
+           f"REVIEWKIT_CACHE_MAX_MB={raw!r} is not a positive number of megabytes; "
+           f"using {DEFAULT_MAX_MB:g}")
+    return DEFAULT_MAX_MB
+
+
 def namespace(*parts: str) -> str:
     """A short digest naming one model + prompt + labels + scoring combination."""
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
 
 
 class ResultCache:
-    """Label probabilities by (namespace, text)."""
+    """Label probabilities by (namespace, text); never raises for I/O trouble.
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        with self._lock, self._conn:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, probs TEXT NOT NULL)")
+    ``enabled`` is False when the cache could not be opened (``disabled_reason`` says
+    why); ``write_error`` holds the last failed store of a working cache. ``status``
+    is the one-line form for run figures.
+    """
+
+    touch_after_s = 3600.0  # a hit refreshes last_used at most hourly: a re-run costs no write
+
+    def __init__(self, path: str | Path | None = None, *, max_mb: float | None = None) -> None:
+        if max_mb is not None and not (isinstance(max_mb, (int, float)) and max_mb > 0
+                                       and math.isfinite(max_mb)):
+            raise ValueError(f"max_mb must be a positive number of megabytes, got {max_mb!r}")
+        self.path = Path(path).expanduser() if path is not None else default_cache_path()
+        self.max_bytes = int((max_mb if max_mb is not None else default_max_mb()) * 1e6)
+        self.enabled = True
+        self.disabled_reason: str | None = None
+        self.write_error: str | None = None
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._stale: sqlite3.Connection | None = None  # a parent's, after fork: never used
+        self._pid = os.getpid()
+        self._open()
+
+    # -- opening --------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return self._disable(f"cannot create the folder {self.path.parent} "
+                                 f"({cache_db.describe(exc)})")
+        for attempt in (1, 2):
+            opened = _inode(self.path)
+            try:
+                self._conn = cache_db.connect(self.path)
+                return None
+            except cache_db.NewerSchema as exc:
+                return self._disable(f"{exc}; upgrade reviewkit or point REVIEWKIT_CACHE_DIR elsewhere")
+            except sqlite3.DatabaseError as exc:
+                if attempt == 1 and cache_db.is_corrupt(exc) and self._move_aside(exc, opened):
+                    continue
+                return self._disable(f"cannot open it ({cache_db.describe(exc)})")
+            except OSError as exc:
+                return self._disable(f"cannot open it ({cache_db.describe(exc)})")
+        return None
+
+    def _move_aside(self, exc: BaseException, opened: int | None) -> bool:
+        """Keep an unreadable file (renamed with a timestamp) and start afresh."""
+        if _inode(self.path) != opened:
+            return True  # another process replaced it already: open the new one
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{os.getpid()}")
+        try:
+            os.replace(self.path, target)
+        except FileNotFoundError:
+            return True  # another process moved it first
+        except OSError as move_exc:
+            self._disable(f"it is not a readable SQLite database ({exc}) and cannot be moved aside "
+                          f"({move_exc}); delete it")
+            return False
+        for suffix in ("-wal", "-shm", "-journal"):  # they belong to the unreadable file
+            side = self.path.with_name(self.path.name + suffix)
+            try:
+                os.replace(side, target.with_name(target.name + suffix))
+            except OSError:
+                pass
+        report(self.path, "moved", f"it was not a readable SQLite database ({exc}); moved it aside "
+               f"to {target.name} and started a fresh cache. Delete that file (or run "
+               "`reviewkit cache clear`) when you no longer need it.")
+        return True
+
+    def _disable(self, reason: str) -> None:
+        self.enabled = False
+        self.disabled_reason = reason
+        self._conn = None
+        report(self.path, "off", f"the cache is off: {reason}. The analysis continues without it. "
+               + fix_hint())
+
+    def _connection(self) -> sqlite3.Connection:
+        """This process's connection: a child after fork() must not reuse its parent's."""
+        if self._pid != os.getpid():
+            self._stale, self._conn = self._conn, cache_db.connect(self.path)
+            self._pid = os.getpid()
+        assert self._conn is not None
+        return self._conn
+
+    # -- reading and writing --------------------------------------------------------------
 
     @staticmethod
     def key(space: str, text: str) -> str:
         return hashlib.sha256(f"{space}\x00{text}".encode()).hexdigest()
 
-    def get_many(self, space: str, texts: Sequence[str]) -> dict[str, list[float]]:
-        """The cached probabilities of those texts that have them."""
+    @property
+    def status(self) -> str:
+        """'on', 'on (writes failing: ...)' or 'off: <reason>' for run figures."""
+        if not self.enabled:
+            return f"off: {self.disabled_reason}"
+        return f"on (writes failing: {self.write_error})" if self.write_error else "on"
+
+    def get_many(self, space: str, texts: Sequence[str], *, model: str = "") -> dict[str, list[float]]:
+        """The cached probabilities of those texts that have them; a failed read is a miss."""
+        if not self.enabled or not texts:
+            return {}
         keys = {self.key(space, t): t for t in texts}
-        found: dict[str, list[float]] = {}
         items = list(keys)
-        with self._lock:
-            for start in range(0, len(items), _BATCH):
-                batch = items[start:start + _BATCH]
-                marks = ",".join("?" * len(batch))
-                for key, probs in self._conn.execute(
-                        f"SELECT key, probs FROM results WHERE key IN ({marks})", batch):
-                    found[keys[key]] = json.loads(probs)
+        found: dict[str, list[float]] = {}
+        stale: list[str] = []
+        now = time.time()
+        try:
+            with self._lock:
+                conn = self._connection()
+                for start in range(0, len(items), _BATCH):
+                    batch = items[start:start + _BATCH]
+                    sql = f"SELECT key, probs, last_used FROM results WHERE key IN ({','.join('?' * len(batch))})"
+                    for key, probs, used in cache_db.retry(lambda q=sql, b=batch: conn.execute(q, b).fetchall(), conn):
+                        try:
+                            found[keys[key]] = [float(p) for p in json.loads(probs)]
+                        except (ValueError, TypeError):
+                            continue  # an unreadable value is a miss
+                        if used < now - self.touch_after_s:
+                            stale.append(key)
+                if stale:
+                    self._touch(conn, stale, now)
+        except (sqlite3.Error, OSError) as exc:
+            report(self.path, "read", f"a read failed ({cache_db.describe(exc)}); those reviews are "
+                   "recomputed. " + fix_hint("run `reviewkit cache clear` or delete the file"))
         return found
 
-    def put_many(self, space: str, results: Iterable[tuple[str, Sequence[float]]]) -> None:
-        rows = [(self.key(space, t), json.dumps([float(p) for p in probs])) for t, probs in results]
-        with self._lock, self._conn:
-            self._conn.executemany("INSERT OR REPLACE INTO results VALUES (?, ?)", rows)
+    def _touch(self, conn: sqlite3.Connection, keys: list[str], now: float) -> None:
+        """Mark hits as recently used (one batched write; failing it only costs LRU accuracy)."""
+        def write() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            for start in range(0, len(keys), _BATCH):
+                batch = keys[start:start + _BATCH]
+                conn.execute(f"UPDATE results SET last_used = ? WHERE key IN ({','.join('?' * len(batch))})",
+                             [now, *batch])
+            conn.execute("COMMIT")
+        try:
+            cache_db.retry(write, conn)
+        except sqlite3.Error as exc:
+            cache_db.rollback(conn)
+            cache_db.log.debug("result cache: could not refresh last_used: %s", exc)
+
+    def put_many(self, space: str, results: Iterable[tuple[str, Sequence[float]]], *,
+                 model: str = "") -> None:
+        """Store results; a failed write (disk full, read-only) is reported once and skipped."""
+        now = time.time()
+        rows = []
+        for text, probs in results:
+            key, value = self.key(space, text), json.dumps([float(p) for p in probs])
+            rows.append((key, value, model, entry_size(key, value, model), now))
+        if not self.enabled or not rows:
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO results (key, probs, model, size, last_used) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET probs = excluded.probs, model = excluded.model, "
+                "size = excluded.size, last_used = excluded.last_used", rows)
+            conn.execute("COMMIT")
+        try:
+            with self._lock:
+                conn = self._connection()
+                cache_db.retry(lambda: write(conn), conn)
+                self._evict(conn)
+        except (sqlite3.Error, OSError) as exc:
+            if self._conn is not None:
+                cache_db.rollback(self._conn)
+            self.write_error = cache_db.describe(exc)
+            report(self.path, "write", f"storing results failed ({self.write_error}); this run's "
+                   "results are returned but not cached. " + fix_hint(
+                       "free disk space, lower REVIEWKIT_CACHE_MAX_MB or run `reviewkit cache clear`"))
+
+    def _evict(self, conn: sqlite3.Connection) -> None:
+        """Delete least recently used entries until the entries fit 90 % of the bound."""
+        entries, size = self._usage(conn)
+        if size <= self.max_bytes:
+            return
+        target = int(self.max_bytes * _EVICT_TO)
+        for _ in range(20):  # the estimate below converges in one or two rounds
+            if size <= target or entries <= 0:
+                break
+            n = max(1, math.ceil(entries * (size - target) / size))
+
+            def delete(n: int = n) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("DELETE FROM results WHERE key IN "
+                             "(SELECT key FROM results ORDER BY last_used LIMIT ?)", (n,))
+                conn.execute("COMMIT")
+            cache_db.retry(delete, conn)
+            entries, size = self._usage(conn)
+
+    @staticmethod
+    def _usage(conn: sqlite3.Connection) -> tuple[int, int]:
+        row = cache_db.retry(lambda: conn.execute("SELECT entries, bytes FROM usage").fetchone(), conn)
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    # -- seeing and clearing --------------------------------------------------------------
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        if not self.enabled:
+            return 0
+        try:
+            with self._lock:
+                return self._usage(self._connection())[0]
+        except sqlite3.Error:
+            return 0
 
-    def clear(self) -> None:
-        with self._lock, self._conn:
-            self._conn.execute("DELETE FROM results")
+    def info(self) -> CacheInfo:
+        """Path, entries, sizes and per-model counts (``reviewkit.cache_info()``)."""
+        result = CacheInfo(self.path, self.enabled, self.disabled_reason, max_bytes=self.max_bytes,
+                           moved_aside=self._moved_aside())
+        result.disk_bytes = disk_bytes(self.path)
+        if self.enabled:
+            try:
+                with self._lock:
+                    conn = self._connection()
+                    result.entries, result.entry_bytes = self._usage(conn)
+                    rows = cache_db.retry(lambda: conn.execute(
+                        "SELECT model, COUNT(*), SUM(size) FROM results GROUP BY model").fetchall(), conn)
+                result.models = {m: (int(n), int(b or 0)) for m, n, b in rows}
+            except sqlite3.Error as exc:
+                result.enabled = False
+                result.disabled_reason = f"cannot read it ({cache_db.describe(exc)}); `reviewkit cache clear`"
+        return result
+
+    def clear(self, model: str | None = None) -> int:
+        """Delete all entries (or one model's); return how many. All also removes moved-aside files.
+
+        A damaged file is deleted and started afresh; another failure sets ``write_error``.
+        """
+        if not self.enabled:
+            return 0
+        count = 0
+        with self._lock:
+            conn = self._connection()
+
+            def delete() -> int:
+                conn.execute("BEGIN IMMEDIATE")
+                if model is None:
+                    count = conn.execute("DELETE FROM results").rowcount
+                else:
+                    count = conn.execute("DELETE FROM results WHERE model = ?", (model,)).rowcount
+                conn.execute("COMMIT")
+                return count
+            try:
+                count = cache_db.retry(delete, conn)
+                cache_db.retry(lambda: conn.execute("PRAGMA incremental_vacuum").fetchall(), conn)
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()  # shrinks the WAL file
+            except sqlite3.Error as exc:
+                cache_db.rollback(conn)
+                if not (model is None and cache_db.is_corrupt(exc)):
+                    self.write_error = cache_db.describe(exc)
+                    return count
+                conn.close()
+                for suffix in ("", "-wal", "-shm"):
+                    self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+                self._open()
+        if model is None:
+            for moved in self._moved_aside():
+                moved.unlink(missing_ok=True)
+        return count
+
+    def _moved_aside(self) -> list[Path]:
+        try:
+            return sorted(self.path.parent.glob(self.path.name + ".corrupt-*"))
+        except OSError:
+            return []
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
+        if self.enabled:
+            self.enabled, self.disabled_reason = False, "closed"
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
 
 
 _default: ResultCache | None = None
+_default_lock = threading.Lock()
 
 
 def default_cache() -> ResultCache:
-    """The process-wide cache at the default path (re-opened if the path changes)."""
+    """The process-wide cache at the default path; re-opened if the path changes or it is off."""
     global _default
-    if _default is None or _default.path != default_cache_path():
-        _default = ResultCache()
-    return _default
+    with _default_lock:
+        if _default is None or _default.path != default_cache_path() or not _default.enabled:
+            _default = ResultCache()  # never raises; an unusable location gives a disabled cache
+        else:
+            _default.max_bytes = int(default_max_mb() * 1e6)
+        return _default

@@ -26,6 +26,7 @@ class RunStats:
     label_counts: dict[str, int] = field(default_factory=dict)
     model: str = ""
     interrupted: bool = False
+    cache: str = ""              # the result cache: "on", "off: <why>", "on (writes failing: <why>)"
 
     @property
     def reviews_per_s(self) -> float:
@@ -60,7 +61,8 @@ class RunStats:
         hits = "n/a" if self.prompt_tokens == 0 else f"{self.prefix_cache_hit_rate:.0%}"
         return (f"{self.counts_line()} | {self.seconds:.2f} s, {self.reviews_per_s:.1f} reviews/s, "
                 f"{self.cached} cached, {self.computed} computed, {self.prompt_tokens} prompt tokens, "
-                f"prefix-cache hits {hits}")
+                f"prefix-cache hits {hits}" + (f", result cache {self.cache}"
+                                                if self.cache and self.cache != "on" else ""))
 
 
 _last: RunStats | None = None

@@ -129,8 +129,9 @@ def score_texts(
         space = namespace(engine.model_id, SCORING_VERSION, str(calibrate_scores),
                           *(f"{r}={b.version}" for r, b in sorted(built.items())))
         store = _result_cache(cache)
+        stats.cache = store.status if store is not None else "off (cache=False)"
         if store is not None:
-            probs_by_text.update(store.get_many(space, unique))
+            probs_by_text.update(store.get_many(space, unique, model=engine.model_id))
         stats.cached = len(probs_by_text)
         todo = [t for t in unique if t not in probs_by_text]
         if todo:
@@ -273,7 +274,7 @@ def _score_chunks(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str]
             finished = list(zip(chunk, probs.tolist()))
             probs_by_text.update(finished)
             if store is not None:
-                store.put_many(space, finished)
+                store.put_many(space, finished, model=engine.model_id)
             stats.computed += len(chunk)
             bar.update(len(chunk))
     except KeyboardInterrupt:
