@@ -453,6 +453,7 @@ def test_analysis_is_complete_and_correct_with_a_broken_cache(engine, tmp_path, 
     with pytest.warns(CacheWarning, match="cache is off"):
         _same(reviewkit.analyze(df, chunk_size=4, progress=False), expected)
     assert reviewkit.last_run().computed == unique
+    assert reviewkit.last_run().cache.startswith("off") and "result cache off" in str(reviewkit.last_run())
 
     # the disk fills up after the first chunk: every row still comes back, correct
     full = ResultCache(tmp_path / "full.sqlite3")
