@@ -7,7 +7,8 @@ import time
 
 from wd_support import API_KEY, POD_ID, FakeRunPod, Jupyter, Runner, assert_no_key, wait_reply
 
-from reviewkit.watchdog.signals import BUSY, IDLE, UNKNOWN, JupyterSignal, parse_time
+from reviewkit.watchdog.jupyter import JupyterSignal
+from reviewkit.watchdog.signals import BUSY, IDLE, UNKNOWN, parse_time
 
 
 def test_long_cell_blocks_the_stop_until_it_ends(jupyter: Jupyter, cli: Runner, runpod_api: FakeRunPod) -> None:

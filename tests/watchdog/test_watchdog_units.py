@@ -20,9 +20,8 @@ from wd_support import TRACES, write_trace
 
 from reviewkit import activity
 from reviewkit.watchdog.policy import Decision, IdlePolicy, backoff_delay, combine, step
-from reviewkit.watchdog.signals import (
-    BUSY, IDLE, UNKNOWN, ActivityFileSignal, GpuSignal, HealthSignal, Reading, parse_time,
-)
+from reviewkit.watchdog.gpu import GpuSignal
+from reviewkit.watchdog.signals import BUSY, IDLE, UNKNOWN, ActivityFileSignal, HealthSignal, Reading, parse_time
 from reviewkit.watchdog.simulate import AFTER_STOP, simulate
 from reviewkit.watchdog.state import WatchdogState, load_state, save_state
 from reviewkit.watchdog.trace import TraceEnded, TraceFormatError, TraceReader
