@@ -26,6 +26,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TRACES = REPO / "tests" / "fixtures" / "traces"
+FAKE_NVML = Path(__file__).resolve().parent / "fake_nvml"
 API_KEY = "rpa_TESTKEY_5f3c9d2e1b7a"
 POD_ID = "abc123"
 
@@ -188,6 +189,15 @@ class Runner:
                         JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"))
         if api is not None:
             self.env["RUNPOD_API_BASE_URL"] = api.url
+
+    def fake_nvml(self, gpus: list[dict[str, Any]], **settings: Any) -> dict[str, str]:
+        """Write the fake pynvml's GPUs (re-read at every NVML call); returns the env to use it."""
+        self.nvml_file = self.tmp / "nvml.json"
+        tmp = self.nvml_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"gpus": gpus, **settings}))
+        os.replace(tmp, self.nvml_file)
+        path = os.pathsep.join(p for p in (str(FAKE_NVML), self.env.get("PYTHONPATH", "")) if p)
+        return {"FAKE_NVML_FILE": str(self.nvml_file), "PYTHONPATH": path}
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, str(REPO / "watchdog.py"), *args]
