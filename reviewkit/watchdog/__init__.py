@@ -6,15 +6,18 @@ reviewkit's activity file, an optional health URL) and stops the pod through the
 runpod SDK once all of them have been idle for ``idle_limit`` consecutive checks
 and the pod has run for ``min_runtime`` seconds.
 
-Modules: :mod:`.signals` (what counts as work), :mod:`.policy` (idle counting and
-the seed's presets), :mod:`.state` (cron-mode state file), :mod:`.action` (runpod
-SDK calls), :mod:`.trace` and :mod:`.simulate` (replaying recorded utilisation),
-:mod:`.monitor` (one check), :mod:`.cli` (the command line).
+Modules: :mod:`.signals`, :mod:`.gpu` and :mod:`.jupyter` (what counts as work),
+:mod:`.policy` and :mod:`.peak` (idle counting, the seed's presets, peak hours),
+:mod:`.state` (state file and its lock), :mod:`.action` (runpod SDK calls),
+:mod:`.trace` and :mod:`.simulate` (replaying recorded utilisation), :mod:`.monitor`
+(one check), :mod:`.options` and :mod:`.cli` (the command line), :mod:`.commands`
+(``start``/``stop``/``status``), :mod:`.report` (:func:`status` for notebooks).
 
 Importing this package imports neither vllm, torch, pandas nor numpy.
 """
 
 from reviewkit.watchdog.policy import PRESETS, IdlePolicy
+from reviewkit.watchdog.report import WatchdogStatus, status
 from reviewkit.watchdog.simulate import SimulationResult, simulate
 
-__all__ = ["PRESETS", "IdlePolicy", "SimulationResult", "simulate"]
+__all__ = ["PRESETS", "IdlePolicy", "SimulationResult", "WatchdogStatus", "simulate", "status"]

@@ -1,4 +1,4 @@
-"""Talking to RunPod through its Python SDK: pod status, stop, terminate.
+"""Talking to RunPod through its Python SDK: pod status, stop, terminate, resume.
 
 The SDK does not read ``RUNPOD_API_KEY`` by itself (it reads ``~/.runpod`` and the
 module attribute ``runpod.api_key``), so the client sets ``runpod.api_key``; every
@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 # The GraphQL ``pod`` query the SDK's ``get_pod`` does not cover: its field list has
-# no GPU telemetry, which ``--source runpod`` needs.
+# no GPU telemetry, which ``--source runpod`` needs. The other fields are the SDK's
+# own names (runpod/api/queries/pods.py): costPerHr in $/hour, gpuCount for resume.
 _POD_QUERY = """
 query pod {{
     pod(input: {{podId: "{pod_id}"}}) {{
         id
         desiredStatus
+        costPerHr
+        gpuCount
         uptimeSeconds
         runtime {{
             uptimeInSeconds
@@ -45,8 +48,14 @@ class PodStatus:
 
     desired_status: str | None
     uptime: float | None
-    gpu_utils: tuple[float, ...] | None
+    gpu_utils: tuple[float | None, ...] | None  # None for a GPU the API has no figure for
     fetched_at: float
+    cost_per_hr: float | None = None
+    gpu_count: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.desired_status in (None, "RUNNING")
 
     def uptime_now(self) -> float | None:
         """Uptime extrapolated to now, so a cached answer stays usable."""
@@ -133,20 +142,28 @@ class RunPodClient:
             raise ApiError(f"pod query failed: no pod {self.pod_id} visible to this key")
         runtime = pod.get("runtime") or None
         uptime = None
-        gpus: tuple[float, ...] | None = None
+        gpus: tuple[float | None, ...] | None = None
         if runtime:
             uptime = runtime.get("uptimeInSeconds")
-            gpus = tuple(float(g.get("gpuUtilPercent") or 0.0) for g in runtime.get("gpus") or [])
+            gpus = tuple(_number(g.get("gpuUtilPercent")) for g in runtime.get("gpus") or [])
         if uptime is None:
             uptime = pod.get("uptimeSeconds")
+        count = _number(pod.get("gpuCount"))
         status = PodStatus(
             desired_status=pod.get("desiredStatus"),
-            uptime=float(uptime) if uptime is not None else None,
+            uptime=_number(uptime),
             gpu_utils=gpus,
             fetched_at=time.monotonic(),
+            cost_per_hr=_number(pod.get("costPerHr")),
+            gpu_count=int(count) if count is not None else None,
         )
         self._status = status
         return status
+
+    @property
+    def last_status(self) -> PodStatus | None:
+        """The latest pod-query answer, if any (no API call)."""
+        return self._status
 
     def stop(self) -> str:
         """Stop the pod (``podStop``); returns the new desired status."""
@@ -160,8 +177,22 @@ class RunPodClient:
         self._call("podTerminate", lambda: self.sdk.terminate_pod(self.pod_id))
         return "TERMINATED"
 
+    def resume(self, gpu_count: int) -> str:
+        """Resume a stopped pod (``podResume``) with ``gpu_count`` GPUs."""
+        answer = self._call("podResume", lambda: self.sdk.resume_pod(self.pod_id, gpu_count))
+        if not answer:
+            raise ApiError("podResume failed: empty answer")
+        return str(answer.get("desiredStatus") or "unknown") if isinstance(answer, dict) else "ok"
+
     def act(self, action: str) -> str:
         """Run ``action`` (``stop`` or ``terminate``)."""
         if action == "terminate":
             return self.terminate()
         return self.stop()
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as float; null (or anything else) as None, never 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)

@@ -5,13 +5,16 @@ definition of "idle long enough". Nothing here reads clocks, files or the networ
 
 The rules, in order of precedence:
 
+* a **stopped** pod (``--source runpod``) has nothing to stop: the count resets to 0;
 * any signal that says **busy** is work: the idle count resets to 0;
 * otherwise any signal that says **unknown** (cannot be read) freezes the count:
-  a broken signal is never evidence of idleness;
+  a broken signal is never evidence of idleness (the monitor drops a signal that
+  stays unknown longer than ``--unknown-grace`` before it gets here);
 * otherwise (every signal idle) the count grows by one.
 
 The pod is stopped once the count reaches the idle limit *and* the pod has run for
-at least the minimum runtime.
+at least the minimum runtime (and, during peak hours with ``--peak-preset off``, not
+at all).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
-from reviewkit.watchdog.signals import BUSY, IDLE, UNKNOWN, Reading
+from reviewkit.watchdog.signals import BUSY, IDLE, STOPPED, UNKNOWN, Reading
 
 __all__ = [
     "DEFAULTS",
@@ -70,6 +73,8 @@ class Decision:
     IDLE = "idle"  # counting towards the limit
     WAIT_RUNTIME = "wait-min-runtime"  # limit reached, pod younger than the minimum
     STOP = "stop"  # limit reached and minimum runtime met
+    HOLD = "peak-hold"  # limit reached during peak hours with --peak-preset off
+    STOPPED = "pod-stopped"  # --source runpod: the pod is not running
 
 
 @dataclass(frozen=True)
@@ -85,13 +90,13 @@ class Step:
 def combine(readings: Iterable[Reading]) -> tuple[str, tuple[str, ...]]:
     """Overall verdict of one check and the readings that decided it.
 
-    Busy beats unknown beats idle; with no readings at all the verdict is unknown
-    (nothing observed is not the same as observed idle).
+    Stopped beats busy beats unknown beats idle; with no readings at all the
+    verdict is unknown (nothing observed is not the same as observed idle).
     """
     readings = list(readings)
     if not readings:
         return UNKNOWN, ("no signals",)
-    for status in (BUSY, UNKNOWN):
+    for status in (STOPPED, BUSY, UNKNOWN):
         hits = tuple(f"{r.name}: {r.detail}" for r in readings if r.status == status)
         if hits:
             return status, hits
@@ -103,14 +108,18 @@ def step(
     idle_count: int,
     readings: Iterable[Reading],
     runtime: float | Callable[[], float],
+    allow_stop: bool = True,
 ) -> Step:
     """Advance the idle count by one check and decide.
 
     ``runtime`` is the pod's age in seconds, or a function returning it: the
     function is called only once the idle limit is reached, so a caller that asks
-    the RunPod API for the pod's uptime makes no call before then.
+    the RunPod API for the pod's uptime makes no call before then. ``allow_stop``
+    False (peak hours with no stopping) holds at the limit.
     """
     verdict, reasons = combine(readings)
+    if verdict == STOPPED:
+        return Step(verdict, 0, Decision.STOPPED, reasons)
     if verdict == BUSY:
         return Step(verdict, 0, Decision.BUSY, reasons)
     if verdict == UNKNOWN:
@@ -118,6 +127,8 @@ def step(
     count = idle_count + 1
     if count < policy.idle_limit:
         return Step(verdict, count, Decision.IDLE, reasons)
+    if not allow_stop:
+        return Step(verdict, count, Decision.HOLD, reasons)
     age = runtime() if callable(runtime) else runtime
     if not runtime_ok(policy, age):
         return Step(verdict, count, Decision.WAIT_RUNTIME, reasons)
@@ -137,4 +148,6 @@ def backoff_delay(failures: int, interval: float, cap: float = 900.0) -> float:
     """
     if failures <= 0:
         return 0.0
-    return min(interval * (2 ** (failures - 1)), max(cap, interval))
+    # 2.0 ** 60 is far past any cap; the exponent is clamped so that a day-long outage
+    # (thousands of failures) cannot overflow a float.
+    return min(interval * 2.0 ** min(failures - 1, 60), max(cap, interval))

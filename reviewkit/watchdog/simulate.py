@@ -20,7 +20,8 @@ from datetime import timedelta
 from typing import Any
 
 from reviewkit.watchdog.policy import Decision, IdlePolicy, step
-from reviewkit.watchdog.signals import IDLE, GpuSignal
+from reviewkit.watchdog.gpu import GpuSignal
+from reviewkit.watchdog.signals import IDLE
 from reviewkit.watchdog.trace import TraceEnded, TraceReader
 
 #: Decision of the rows after the stop, kept so a plot shows the whole trace.

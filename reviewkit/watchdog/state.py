@@ -7,6 +7,11 @@ the first-start time that stands in for the pod's uptime when the API is silent.
 Writes are atomic (temporary file + ``os.replace``): a watchdog killed mid-write
 leaves the old state, never half a file. A file that cannot be parsed is reported
 and replaced by a fresh state rather than stopping the watchdog.
+
+:class:`StateLock` (``fcntl.flock`` on ``<state file>.lock``) makes one watchdog the
+owner of a state file: a loop holds it for its lifetime, a ``--once`` run for its
+one check, so overlapping cron runs are serialised (no lost update: each reads what
+the previous one wrote; no double stop) and a second loop on the same pod exits.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 VERSION = 1
 #: A state whose last check is older than this (and older than 10 checks) belongs
@@ -41,6 +47,17 @@ class WatchdogState:
     next_attempt: float = 0.0
     trace_row: int = 0
     stopped_at: float | None = None
+    # For reviewkit.watchdog.status() in a notebook: what the last check saw.
+    unknown_since: dict[str, float] = field(default_factory=dict)  # wall clock, per unknown key
+    signals: dict[str, list[str]] = field(default_factory=dict)  # name -> [status, detail]
+    decision: str | None = None
+    idle_limit: int | None = None
+    check_interval: float | None = None
+    min_runtime: float | None = None
+    peak: str | None = None  # the peak window in force at the last check, if any
+    pod_cost_per_hr: float | None = None
+    pod_uptime: float | None = None
+    pod_uptime_at: float | None = None  # wall clock of that uptime
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, **asdict(self)}
@@ -53,6 +70,8 @@ class WatchdogState:
         state = cls(**{k: v for k, v in data.items() if k in known})
         if not isinstance(state.idle_count, int) or state.idle_count < 0:
             raise ValueError(f"bad idle_count {state.idle_count!r}")
+        if not isinstance(state.unknown_since, dict) or not isinstance(state.signals, dict):
+            raise ValueError("bad unknown_since or signals")
         return state
 
 
@@ -119,3 +138,49 @@ def save_state(path: str | os.PathLike[str], state: WatchdogState) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+class StateLock:
+    """Exclusive ``flock`` on ``<state>.lock``, holding the owner's pid for messages."""
+
+    def __init__(self, state_path: str | os.PathLike[str]) -> None:
+        target = Path(state_path)
+        self.path = target.with_name(target.name + ".lock")
+        self._handle: IO[str] | None = None
+
+    def acquire(self, timeout: float = 0.0) -> bool:
+        """Take the lock, waiting up to ``timeout`` seconds; False if another holds it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on Linux: no locking
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while locked
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    return False
+                time.sleep(0.05)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+        return True
+
+    def holder(self) -> str:
+        """The pid written by the current owner ("?" if unknown)."""
+        try:
+            return self.path.read_text(encoding="utf-8").strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the descriptor releases the flock
+            self._handle = None

@@ -9,7 +9,8 @@ the sample, every other column is one GPU's utilisation in percent::
 
 Each :meth:`TraceReader.read` returns the next row, like one NVML poll, so the
 watchdog's real decision code runs unchanged on a recorded afternoon. An empty cell
-stands for an unreadable GPU (a :class:`SignalError`, as an NVML error would be).
+stands for an unreadable GPU (that GPU unknown, as an NVML error on it would be; a
+row with no value at all is a :class:`SignalError`).
 When the rows run out :class:`TraceEnded` is raised and the watchdog exits.
 """
 
@@ -98,7 +99,7 @@ def load_trace(path: str | os.PathLike[str]) -> tuple[list[str], list[TraceRow]]
 
 
 class TraceReader:
-    """A :class:`~reviewkit.watchdog.signals.UtilizationReader` over a trace file.
+    """A :class:`~reviewkit.watchdog.gpu.UtilizationReader` over a trace file.
 
     ``position`` is the index of the next row; it can be saved and passed back as
     ``start`` so cron-style runs (one check per process) walk the trace too.
@@ -110,6 +111,7 @@ class TraceReader:
         self.path = Path(path)
         self.columns, self.rows = load_trace(path)
         self.position = max(0, int(start))
+        self.errors: dict[str, str] = {}
 
     @property
     def start_time(self) -> float:
@@ -125,12 +127,14 @@ class TraceReader:
             raise TraceEnded(f"{self.path}: {len(self.rows)} rows replayed")
         return self.rows[self.position].seconds
 
-    def read(self) -> list[float]:
+    def read(self) -> list[float | None]:
         if self.position >= len(self.rows):
             raise TraceEnded(f"{self.path}: {len(self.rows)} rows replayed")
         row = self.rows[self.position]
         self.position += 1
         missing = [self.columns[i] for i, v in enumerate(row.values) if v is None]
-        if missing:
+        self.errors = {f"gpu{i}": f"t={row.seconds:g}s: no value for {self.columns[i]}"
+                       for i, v in enumerate(row.values) if v is None}
+        if len(missing) == len(row.values):
             raise SignalError(f"t={row.seconds:g}s: no value for {', '.join(missing)}")
-        return [v for v in row.values if v is not None]
+        return list(row.values)

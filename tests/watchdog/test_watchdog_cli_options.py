@@ -70,12 +70,22 @@ INVALID = [
     (["--utilization-trace", "/nonexistent/trace.csv"], "--utilization-trace"),
     (["--source", "runpod", "--utilization-trace", str(TRACES / "multi_gpu.csv")], "--utilization-trace"),
     (["--bogus"], "--bogus"),
+    (["--dry"], "--dry"),  # no abbreviations
+    (["--unknown-grace", "-1"], "--unknown-grace"),
+    (["--unknown-grace", "soon"], "--unknown-grace"),
+    (["--peak-hours", "25:00-18:00"], "--peak-hours"),
+    (["--peak-hours", "9-18"], "--peak-hours"),
+    (["--peak-hours", "09:00-09:00"], "--peak-hours"),
+    (["--peak-hours", "09:00-18:00", "--peak-preset", "lazy"], "--peak-preset"),
+    (["--peak-hours", "09:00-18:00", "--timezone", "Mars/Olympus"], "--timezone"),
+    (["--peak-preset", "off"], "--peak-hours"),
+    (["--peak-hours", "09:00-18:00", "--simulate", "--utilization-trace", str(TRACES / "multi_gpu.csv")], "--peak-hours"),
 ]
 
 
 @pytest.mark.parametrize(("argv", "option"), INVALID, ids=[" ".join(a)[:40] for a, _ in INVALID])
 def test_invalid_flags_exit_2_naming_the_option(argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--dry-run", "--api-key", API_KEY, *argv]) == 2
+    assert main(["--dry-run", "--once", "--api-key", API_KEY, *argv]) == 2
     err = capsys.readouterr().err
     assert option in err
     assert_no_key(err)
@@ -95,6 +105,42 @@ def test_invalid_env_exits_2_naming_variable_and_option(env: str, value: str, op
     assert option in err
     if env in ("IDLE_THRESHOLD", "CHECK_INTERVAL", "IDLE_LIMIT", "MIN_RUNTIME"):
         assert f"{env} (for {option}): invalid value {value!r}" in err
+
+
+def test_no_error_message_echoes_a_secret(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--api=KEY`` is no abbreviation of --api-key, and the refusal must not print the key."""
+    for argv, shown in [
+        (["--api=" + API_KEY], "unrecognized arguments: --api=***"),
+        (["--api", API_KEY], "unrecognized arguments: --api (a value)"),
+        ([API_KEY], "unrecognized arguments: (a value)"),
+        (["--api-key=" + API_KEY, "--idle-limit", API_KEY], "argument --idle-limit: invalid value '***'"),
+        (["--jupyter-token", "tok-secret-42", "--jupyter-url", "tok-secret-42"], "invalid URL '***'"),
+    ]:
+        assert main(["--dry-run", "--once", *argv]) == 2  # --once: a regression ends instead of looping
+        err = capsys.readouterr().err
+        assert shown in err, err
+        assert_no_key(err) and "tok-secret-42" not in err
+    monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
+    assert main(["--dry-run", "--idle-threshold", API_KEY]) == 2
+    assert_no_key(capsys.readouterr().err)
+
+
+def test_terminate_must_be_on_the_command_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WATCHDOG_ACTION", "terminate")
+    assert main(["--dry-run", "--once"]) == 2
+    err = capsys.readouterr().err
+    assert "WATCHDOG_ACTION=terminate is refused" in err and "--action terminate" in err
+    assert resolve(["--dry-run", "--action", "terminate"]).action == "terminate"
+    monkeypatch.setenv("WATCHDOG_ACTION", "stop")
+    assert resolve(["--dry-run"]).action == "stop"
+
+
+def test_start_logs_the_activity_file_and_the_jupyter_directory(tmp_path: Path) -> None:
+    runner = Runner(tmp_path, None)
+    proc = runner.run("--once", "--dry-run", "--source", "none", "--state-file", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"Activity file: {tmp_path / 'activity.json'} (the notebook must use the same path: REVIEWKIT_ACTIVITY_FILE)" in proc.stderr
+    assert f"Jupyter: servers found in {tmp_path / 'jupyter-runtime'}" in proc.stderr
 
 
 def test_missing_key_or_pod_is_an_error_unless_dry_run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,16 +208,22 @@ BLOCKER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("api", [False, True], ids=["dry-run", "with-runpod-sdk"])
+@pytest.mark.parametrize("api", [False, True], ids=["simulate", "with-runpod-sdk"])
 def test_import_path_is_clean(api: bool, tmp_path: Path, runpod_api) -> None:
-    args = ["--simulate", "--utilization-trace", str(TRACES / "notebook_evening.csv")]
-    args += ["--api-key", API_KEY, "--pod-id", "abc123"] if api else ["--dry-run"]
+    if api:  # a real-time replay that stops the pod through the SDK
+        trace = write_trace(tmp_path / "t.csv", [0] * 20)
+        args = ["--utilization-trace", str(trace), "--check-interval", "0.05", "--idle-limit", "2",
+                "--min-runtime", "0", "--state-file", str(tmp_path / "s.json"), "--api-key", API_KEY, "--pod-id", "abc123"]
+    else:
+        args = ["--simulate", "--utilization-trace", str(TRACES / "notebook_evening.csv")]
     runner = Runner(tmp_path, runpod_api)
     proc = subprocess.run([sys.executable, "-c", BLOCKER, *args], cwd=REPO, env=runner.env,
                           capture_output=True, text=True, timeout=60)
     assert "LOADED [] EXIT 0" in proc.stdout, proc.stderr[-3000:]
-    assert "would stop at t=3720s" in proc.stdout
-    assert runpod_api.ops() == (["podStop"] if api else [])
+    if api:
+        assert runpod_api.ops() == ["pod", "podStop"] and "Pod abc123 stop succeeded" in proc.stderr
+    else:
+        assert "would stop at t=3720s" in proc.stdout and runpod_api.ops() == []
     assert_no_key(proc.stdout + proc.stderr)
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
 
-from wd_support import API_KEY, POD_ID, FakeRunPod, Runner, write_trace
+from wd_support import API_KEY, POD_ID, FakeRunPod, LiveLog, Runner, write_trace
 
 IDLE, BUSY = 1, 95
 
@@ -109,3 +113,85 @@ def test_cron_simulated_trace_time(cli: Runner) -> None:
     assert "[t=0s] idle (1/2)" in outputs[0]
     assert "[t=300s] Idle limit reached, but the pod has run 300s of the 900s" in outputs[1]
     assert "[t=900s] Idle limit reached (4/2, runtime 900s): [dry-run] would stop pod" in outputs[3]
+
+
+@contextlib.contextmanager
+def slow_health(delay: float) -> Iterator[str]:
+    """A health endpoint that takes ``delay`` seconds to answer "not busy"."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            time.sleep(delay)
+            payload = b'{"busy": false}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/health"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_overlapping_cron_runs_lose_no_update(cli: Runner) -> None:
+    state = cli.tmp / "state.json"
+    with slow_health(1.0) as url:
+        args = ("--once", "--dry-run", "--source", "none", "--health-url", url, "--state-file", str(state))
+        procs = [cli.start(*args) for _ in range(2)]
+        outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    saved = json.loads(state.read_text())
+    assert (saved["checks"], saved["idle_count"]) == (2, 2), "one run's check was lost"
+    errs = "".join(err for _, err in outs)
+    assert "idle (1/5)" in errs and "idle (2/5)" in errs
+
+
+def test_overlapping_cron_runs_stop_once(cli: Runner, runpod_api: FakeRunPod) -> None:
+    state = cli.tmp / "state.json"
+    args = ("--once", "--api-key", API_KEY, "--pod-id", POD_ID, "--source", "none", "--idle-limit", "2",
+            "--min-runtime", "0", "--state-file", str(state))
+    assert "idle (1/2)" in cli.run(*args).stderr
+    runpod_api.hang_seconds = 1.5
+    runpod_api.plan["podStop"] = ["slow"]
+    procs = [cli.start(*args) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert runpod_api.ops().count("podStop") == 1, "the pod was stopped twice"
+    errs = "".join(err for _, err in outs)
+    assert errs.count("stop succeeded") == 1 and "idle (1/2)" in errs
+
+
+def test_a_second_loop_on_the_same_state_file_exits(cli: Runner) -> None:
+    state = cli.tmp / "state.json"
+    args = ("--dry-run", "--source", "none", "--check-interval", "0.2", "--idle-limit", "1000", "--state-file", str(state))
+    first = LiveLog(cli.start(*args))
+    first.wait_for("Signals:")
+    second = cli.run(*args)
+    assert second.returncode == 4
+    assert f"Another watchdog (pid {first.proc.pid}) already watches with state file {state}; exiting" in second.stderr
+    assert "Signals:" not in second.stderr
+    assert first.proc.poll() is None
+    first.finish()
+
+
+def test_no_readable_signal_never_stops_and_cron_exits_nonzero(cli: Runner) -> None:
+    """GPU lost, Jupyter down, activity file unreadable: an ERROR each run, exit 3, no stop."""
+    env = cli.fake_nvml([{"lost": True}])
+    broken = cli.tmp / "activity-dir"
+    broken.mkdir()
+    args = ("--once", "--dry-run", "--jupyter-url", "http://127.0.0.1:9", "--activity-file", str(broken),
+            "--idle-limit", "1", "--min-runtime", "0", "--unknown-grace", "0", "--state-file", str(cli.tmp / "s.json"))
+    for _ in range(2):
+        proc = cli.run(*args, env=env)
+        assert proc.returncode == 3, proc.stderr
+        assert "ERROR - No signal readable (gpu: NVML: " in proc.stderr
+        assert "the pod is not stopped while nothing can be read" in proc.stderr
+        assert "would stop" not in proc.stderr

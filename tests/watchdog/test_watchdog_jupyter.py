@@ -1,58 +1,105 @@
-"""A real Jupyter Server: a long cell keeps the pod up; the watchdog's polling does not."""
+"""A real Jupyter Server: found without flags; a kernel's work keeps the pod, a terminal's output does not."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
+from typing import Any
 
-from wd_support import API_KEY, POD_ID, FakeRunPod, Jupyter, Runner, assert_no_key, wait_reply
+from wd_support import FakeRunPod, Jupyter, LiveLog, Runner, wait_reply
 
-from reviewkit.watchdog.signals import BUSY, IDLE, UNKNOWN, JupyterSignal, parse_time
+from reviewkit.watchdog.jupyter import JupyterSignal, discover
+from reviewkit.watchdog.signals import BUSY, IDLE, UNKNOWN, parse_time
+
+WATCH = ("--dry-run", "--source", "none", "--check-interval", "0.3", "--idle-limit", "3", "--min-runtime", "0")
 
 
-def test_long_cell_blocks_the_stop_until_it_ends(jupyter: Jupyter, cli: Runner, runpod_api: FakeRunPod) -> None:
+def test_servers_are_found_from_their_runtime_files(jupyter: Jupyter) -> None:
+    servers = discover(jupyter.runtime_dir)
+    assert [(s.url, s.token) for s in servers] == [(jupyter.url, jupyter.token)]
+    stale = jupyter.runtime_dir.parent / "stale"
+    stale.mkdir(exist_ok=True)
+    (stale / "jpserver-999999.json").write_text(json.dumps({"url": "http://127.0.0.1:9/", "token": "t", "pid": 999999}))
+    assert discover(stale) == []  # its process is gone
+    assert JupyterSignal(directory=stale).read(time.time()).status == IDLE
+
+
+def test_cpu_only_cell_found_without_flags_blocks_the_stop(jupyter: Jupyter, cli: Runner, runpod_api: FakeRunPod) -> None:
+    """No --jupyter-url: the watchdog finds the server; a pandas-like CPU loop (0 % GPU) is work."""
     kernel_id, client = jupyter.start_kernel()
     release = cli.tmp / "release"
-    lines: list[str] = []
     try:
-        # The cell runs until the test releases it (at most 60 s).
         msg_id = client.execute(
-            "import os, time\n"
-            f"for _ in range(600):\n    if os.path.exists({str(release)!r}): break\n    time.sleep(0.1)\n"
+            "import os\n"
+            f"while not os.path.exists({str(release)!r}):\n    sum(i * i for i in range(200_000))\n"
         )
         deadline = time.time() + 10
         while jupyter.kernel_state(kernel_id) != "busy" and time.time() < deadline:
             time.sleep(0.05)
-        assert jupyter.kernel_state(kernel_id) == "busy"
-        proc = cli.start("--api-key", API_KEY, "--pod-id", POD_ID, "--source", "none",
-                         "--jupyter-url", jupyter.url, "--check-interval", "0.3", "--idle-limit", "3",
-                         "--min-runtime", "0", "--state-file", str(cli.tmp / "state.json"),
-                         env={"JUPYTER_TOKEN": jupyter.token})
-        assert proc.stderr is not None
-        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
-        reader.start()
-        # Let the watchdog see the running cell for several checks (more than the idle limit).
-        deadline = time.time() + 30
-        while sum("jupyter=busy (1 kernel(s) busy" in line for line in lines) < 5 and time.time() < deadline:
-            time.sleep(0.05)
-        assert runpod_api.calls == [], "an API call while the cell was running"
+        live = LiveLog(cli.start(*WATCH, "--state-file", str(cli.tmp / "state.json"),
+                                 env={"JUPYTER_RUNTIME_DIR": str(jupyter.runtime_dir)}))
+        live.wait_for(lambda t: t.count("jupyter=busy (1 kernel(s) busy") >= 5)
+        assert "would stop" not in live.text
         release.touch()
         wait_reply(client, msg_id)
-        cell_ended = time.time()
-        proc.wait(timeout=30)
-        reader.join(timeout=10)
+        live.wait_for("[dry-run] would stop pod")
+        err = live.finish()
     finally:
         client.stop_channels()
         jupyter.api("DELETE", f"/api/kernels/{kernel_id}")
-    err = "".join(lines)
-    assert_no_key(err)
     assert jupyter.token not in err
-    assert proc.returncode == 0, err
-    assert err.count("jupyter=busy (1 kernel(s) busy") >= 5
-    assert runpod_api.ops() == ["pod", "podStop"]
-    assert runpod_api.calls[-1].at > cell_ended
+    assert f"Jupyter: servers found in {jupyter.runtime_dir}" in err
     busy_at = err.rindex("jupyter=busy")
-    assert err.index("idle (1/3)", busy_at) < err.index("idle (3/3)", busy_at) < err.index("Pod abc123 stop succeeded")
+    assert err.index("idle (1/3)", busy_at) < err.index("idle (3/3)", busy_at) < err.index("would stop")
+    assert runpod_api.calls == []
+
+
+def _terminal_printing(jupyter: Jupyter, name: str, stop: threading.Event) -> None:
+    """Attach to terminal ``name`` like a JupyterLab tab and run ``tail -f``-like output in it."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    async def run() -> None:
+        ws_url = jupyter.url.replace("http", "ws") + f"/terminals/websocket/{name}"
+        conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {jupyter.token}"}))
+        await conn.write_message(json.dumps(["stdin", "while true; do echo tick; sleep 0.1; done\r"]))
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(conn.read_message(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+        conn.close()
+
+    asyncio.run(run())
+
+
+def test_terminal_output_is_not_work(jupyter: Jupyter, cli: Runner) -> None:
+    name = jupyter.api("POST", "/api/terminals")["name"]
+    stop = threading.Event()
+    thread = threading.Thread(target=_terminal_printing, args=(jupyter, name, stop), daemon=True)
+    thread.start()
+    try:
+        def terminal_activity() -> float:
+            term = next(t for t in jupyter.api("GET", "/api/terminals") if t["name"] == name)
+            return parse_time(term["last_activity"])
+
+        deadline = time.time() + 20
+        while time.time() - terminal_activity() > 0.5 and time.time() < deadline:
+            time.sleep(0.1)
+        assert time.time() - terminal_activity() < 1, "the terminal is not printing"
+        # Given by URL and token, as before discovery: the server's terminals are in plain view.
+        live = LiveLog(cli.start(*WATCH, "--jupyter-url", jupyter.url, "--state-file", str(cli.tmp / "state.json"),
+                                 env={"JUPYTER_TOKEN": jupyter.token}))
+        live.wait_for("[dry-run] would stop pod")
+        err = live.finish()
+        assert time.time() - terminal_activity() < 1, "the terminal stopped printing during the test"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        jupyter.api("DELETE", f"/api/terminals/{name}")
+    assert "jupyter=busy" not in err and "idle (3/3)" in err
 
 
 def test_polling_does_not_count_as_activity(jupyter: Jupyter) -> None:
@@ -80,3 +127,16 @@ def test_wrong_token_or_dead_server_is_unknown(jupyter: Jupyter) -> None:
     assert "not-the-token" not in wrong.detail
     dead = JupyterSignal("http://127.0.0.1:9", None, timeout=1).read(since=time.time())
     assert dead.status == UNKNOWN and "unreachable" in dead.detail
+
+
+def test_jupyter_403_is_dropped_after_the_unknown_grace(jupyter: Jupyter, cli: Runner) -> None:
+    """A wrong token froze the idle count forever; after --unknown-grace the other signals decide."""
+    proc = cli.run(*WATCH, "--jupyter-url", jupyter.url, "--jupyter-token", "wrong-token-123",
+                   "--unknown-grace", "1", "--state-file", str(cli.tmp / "s.json"), timeout=30)
+    err = proc.stderr
+    assert proc.returncode == 0, err
+    assert "WARNING - Signal unavailable (jupyter: HTTP 403" in err
+    drop = err.index("ERROR - Signal jupyter unknown for")
+    assert "dropped from the vote" in err[drop:] and "--jupyter-token" in err[drop:]
+    assert drop < err.index("idle (1/3)") < err.index("[dry-run] would stop pod")
+    assert "wrong-token-123" not in err

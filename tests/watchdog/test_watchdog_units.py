@@ -20,9 +20,8 @@ from wd_support import TRACES, write_trace
 
 from reviewkit import activity
 from reviewkit.watchdog.policy import Decision, IdlePolicy, backoff_delay, combine, step
-from reviewkit.watchdog.signals import (
-    BUSY, IDLE, UNKNOWN, ActivityFileSignal, GpuSignal, HealthSignal, Reading, parse_time,
-)
+from reviewkit.watchdog.gpu import GpuSignal
+from reviewkit.watchdog.signals import BUSY, IDLE, UNKNOWN, ActivityFileSignal, HealthSignal, Reading, parse_time
 from reviewkit.watchdog.simulate import AFTER_STOP, simulate
 from reviewkit.watchdog.state import WatchdogState, load_state, save_state
 from reviewkit.watchdog.trace import TraceEnded, TraceFormatError, TraceReader
@@ -66,6 +65,13 @@ def test_step_counts_resets_freezes_and_asks_runtime_only_at_limit() -> None:
 def test_backoff_doubles_and_is_capped() -> None:
     assert [backoff_delay(n, 60) for n in range(6)] == [0, 60, 120, 240, 480, 900]
     assert backoff_delay(3, 0.2) == 0.8
+
+
+def test_backoff_does_not_overflow_after_many_failures() -> None:
+    """A day-long API outage at one check a minute is well over 1,024 failures."""
+    assert backoff_delay(1025, 60) == 900
+    assert backoff_delay(10**6, 0.1) == 900
+    assert backoff_delay(5000, 3600) == 3600  # an interval above the cap is the delay
 
 
 # ----------------------------------------------------------------------------- state
@@ -217,7 +223,7 @@ def test_health_signal(health: tuple[str, dict[str, Any]]) -> None:
         ({"busy": True}, BUSY), ({"busy": False}, IDLE),
         ({"status": "healthy", "last_activity": now - 5}, BUSY),
         ({"last_activity": now - 500}, IDLE), ({"busy": False, "last_activity": iso_recent}, BUSY),
-        ({"last_activity": "2024-01-01T12:00:00"}, IDLE), ({"status": "healthy"}, UNKNOWN),
+        ({"last_activity": "2024-01-01T12:00:00Z"}, IDLE), ({"status": "healthy"}, UNKNOWN),
         ({"last_activity": "yesterday"}, UNKNOWN), ([1, 2], UNKNOWN),
     ]
     for body, expected in cases:
@@ -234,6 +240,29 @@ def test_parse_time() -> None:
     assert parse_time("2024-01-01T00:00:00Z") == parse_time("2024-01-01T09:00:00+09:00") == 1704067200.0
     with pytest.raises(ValueError):
         parse_time(True)
+    with pytest.raises(ValueError, match="milliseconds"):
+        parse_time(1700000000000)
+    with pytest.raises(ValueError, match="no time zone"):
+        parse_time("2024-01-01T09:00:00")
+
+
+def test_impossible_times_are_unknown_with_a_warning(health: tuple[str, dict[str, Any]], activity_file: Path) -> None:
+    """A future, millisecond or naive-local time must not read as "busy for hours"."""
+    url, box = health
+    now = time.time()
+    seoul_naive = datetime.fromtimestamp(now + 9 * 3600, timezone.utc).replace(tzinfo=None).isoformat()
+    cases = {"in the future": now + 3600, "milliseconds": now * 1000, "no time zone": seoul_naive}
+    for why, stamp in cases.items():
+        box["body"] = {"last_activity": stamp}
+        reading = HealthSignal(url, timeout=2).read(since=now - 60)
+        assert (reading.status, reading.warn) == (UNKNOWN, True), (why, reading)
+        assert why in reading.detail
+        _write(activity_file, {"state": "busy", "pid": os.getpid(), "since": now, "updated": stamp})
+        reading = ActivityFileSignal().read(now - 60)
+        assert (reading.status, reading.warn) == (UNKNOWN, True), (why, reading)
+        assert why in reading.detail
+    box["body"] = {"last_activity": now + 30}  # small clock skew is fine
+    assert HealthSignal(url, timeout=2).read(since=now - 60).status == BUSY
 
 
 # ----------------------------------------------------------------------------- traces
@@ -264,6 +293,17 @@ def test_blank_cell_is_an_unreadable_gpu(tmp_path: Path) -> None:
     trace = write_trace(tmp_path / "t.csv", [0, None, 0])
     gpu = GpuSignal(TraceReader(trace), 5)
     assert [gpu.read().status for _ in range(3)] == [IDLE, UNKNOWN, IDLE]
+
+
+def test_one_unreadable_gpu_leaves_the_others_counting(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("seconds,gpu0,gpu1\n0,90,\n60,1,\n120,,\n")
+    gpu = GpuSignal(TraceReader(path), 5)
+    busy, idle_part, none = (gpu.read() for _ in range(3))
+    assert (busy.status, busy.values) == (BUSY, (90.0,))  # gpu0 works: busy, whatever gpu1 says
+    assert (idle_part.status, idle_part.values, idle_part.parts) == (UNKNOWN, (1.0,), ("gpu1",))
+    assert idle_part.readable and idle_part.unknown_keys == ("gpu1",)
+    assert (none.status, none.readable) == (UNKNOWN, False)
 
 
 # ----------------------------------------------------------------------------- simulate

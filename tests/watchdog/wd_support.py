@@ -26,6 +26,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TRACES = REPO / "tests" / "fixtures" / "traces"
+FAKE_NVML = Path(__file__).resolve().parent / "fake_nvml"
 API_KEY = "rpa_TESTKEY_5f3c9d2e1b7a"
 POD_ID = "abc123"
 
@@ -34,7 +35,8 @@ WATCHDOG_ENV = (
     "RUNPOD_API_KEY", "RUNPOD_POD_ID", "IDLE_THRESHOLD", "CHECK_INTERVAL", "IDLE_LIMIT",
     "MIN_RUNTIME", "JUPYTER_TOKEN", "JUPYTER_URL", "HEALTH_URL", "REVIEWKIT_ACTIVITY_FILE",
     "WATCHDOG_STATE_FILE", "WATCHDOG_PRESET", "WATCHDOG_ACTION", "WATCHDOG_SOURCE",
-    "RUNPOD_API_TIMEOUT", "RUNPOD_API_BASE_URL",
+    "RUNPOD_API_TIMEOUT", "RUNPOD_API_BASE_URL", "WATCHDOG_UNKNOWN_GRACE", "WATCHDOG_PEAK_HOURS",
+    "WATCHDOG_PEAK_PRESET", "WATCHDOG_TIMEZONE", "JUPYTER_RUNTIME_DIR",
 )
 
 
@@ -67,14 +69,24 @@ class FakeRunPod:
     """RunPod's GraphQL as far as the watchdog uses it, with failures on demand.
 
     ``plan[op]`` is a list of modes consumed one per request (then ``ok``):
-    ``ok``, ``500``, ``401``, ``gqlerror``, ``hang`` (no answer for ``hang_seconds``).
+    ``ok``, ``500`` (HTML body), ``500json`` (a JSON body without ``data``: the SDK
+    raises ``KeyError('data')``), ``401``, ``gqlerror``, ``hang`` (no answer for
+    ``hang_seconds``), ``slow`` (answers ok after ``hang_seconds``).
+
+    The pod is stateful like RunPod's: ``podStop`` makes it ``EXITED`` (no runtime,
+    so no GPU figures), ``podResume`` makes it ``RUNNING`` again. The ``pod`` query
+    answers the fields the runpod SDK's own pod query names (``costPerHr``,
+    ``gpuCount``, ``uptimeSeconds``, ``desiredStatus``, ``runtime``).
     """
 
     url: str = ""
     calls: list[Call] = field(default_factory=list)
     plan: dict[str, list[str]] = field(default_factory=dict)
     uptime: float | None = 10_000.0
-    gpus: list[float] = field(default_factory=lambda: [0.0])
+    gpus: list[float | None] = field(default_factory=lambda: [0.0])
+    desired_status: str = "RUNNING"
+    cost_per_hr: float = 0.69
+    gpu_count: int = 1
     hang_seconds: float = 3.0
     released: threading.Event = field(default_factory=threading.Event)
 
@@ -84,11 +96,13 @@ class FakeRunPod:
     def answer(self, op: str, pod_id: str | None) -> tuple[int, bytes]:
         modes = self.plan.get(op) or []
         mode = modes.pop(0) if modes else "ok"
-        if mode == "hang":
+        if mode in ("hang", "slow"):
             self.released.wait(self.hang_seconds)
-            mode = "500"
+            mode = "500" if mode == "hang" else "ok"
         if mode == "500":
             return 500, b"<html>Internal Server Error</html>"
+        if mode == "500json":
+            return 500, b'{"error": "internal error", "status": 500}'
         if mode == "401":
             return 401, b'{"errors":[{"message":"unauthorized"}]}'
         if mode == "gqlerror":
@@ -96,17 +110,26 @@ class FakeRunPod:
             body = {"errors": [{"message": f"Something went wrong (key {API_KEY})"}], "data": None}
             return 200, json.dumps(body).encode()
         if op == "podStop":
+            self.desired_status = "EXITED"
             data: Any = {"podStop": {"id": pod_id, "desiredStatus": "EXITED"}}
+        elif op == "podResume":
+            self.desired_status = "RUNNING"
+            data = {"podResume": {"id": pod_id, "desiredStatus": "RUNNING", "imageName": "img", "env": [],
+                                  "machineId": "m1", "machine": {"podHostId": "h1"}}}
         elif op == "podTerminate":
+            self.desired_status = "TERMINATED"
             data = {"podTerminate": None}
         else:
+            running = self.desired_status == "RUNNING"
             runtime = None
-            if self.uptime is not None:
+            if self.uptime is not None and running:
                 runtime = {
                     "uptimeInSeconds": self.uptime,
                     "gpus": [{"id": f"gpu{i}", "gpuUtilPercent": u} for i, u in enumerate(self.gpus)],
                 }
-            data = {"pod": {"id": pod_id, "desiredStatus": "RUNNING", "uptimeSeconds": self.uptime, "runtime": runtime}}
+            data = {"pod": {"id": pod_id, "desiredStatus": self.desired_status, "costPerHr": self.cost_per_hr,
+                            "gpuCount": self.gpu_count, "uptimeSeconds": self.uptime if running else 0,
+                            "runtime": runtime}}
         return 200, json.dumps({"data": data}).encode()
 
 
@@ -119,7 +142,8 @@ def _runpod_handler(fake: FakeRunPod) -> type[BaseHTTPRequestHandler]:
             parsed = urlparse(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             query = json.loads(body or b"{}").get("query", "")
-            op = "podStop" if "podStop" in query else "podTerminate" if "podTerminate" in query else "pod" if re.search(r"\bpod\s*\(", query) else "other"
+            op = next((m for m in ("podStop", "podTerminate", "podResume") if m in query),
+                      "pod" if re.search(r"\bpod\s*\(", query) else "other")
             match = re.search(r'podId:\s*"([^"]*)"', query)
             call = Call(op, match.group(1) if match else None, self.headers.get("Authorization"),
                         parse_qs(parsed.query), query, time.time())
@@ -159,10 +183,21 @@ class Runner:
         self.api = api
         self.started: list[subprocess.Popen[str]] = []
         self.env = {k: v for k, v in os.environ.items() if k not in WATCHDOG_ENV}
+        # Jupyter's runtime dir is the test's own: no server of the developer's is found.
         self.env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1",
-                        REVIEWKIT_ACTIVITY_FILE=str(tmp_path / "activity.json"))
+                        REVIEWKIT_ACTIVITY_FILE=str(tmp_path / "activity.json"),
+                        JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"))
         if api is not None:
             self.env["RUNPOD_API_BASE_URL"] = api.url
+
+    def fake_nvml(self, gpus: list[dict[str, Any]], **settings: Any) -> dict[str, str]:
+        """Write the fake pynvml's GPUs (re-read at every NVML call); returns the env to use it."""
+        self.nvml_file = self.tmp / "nvml.json"
+        tmp = self.nvml_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"gpus": gpus, **settings}))
+        os.replace(tmp, self.nvml_file)
+        path = os.pathsep.join(p for p in (str(FAKE_NVML), self.env.get("PYTHONPATH", "")) if p)
+        return {"FAKE_NVML_FILE": str(self.nvml_file), "PYTHONPATH": path}
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, str(REPO / "watchdog.py"), *args]
@@ -285,3 +320,38 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Any:
     server = Jupyter(tmp_path_factory.mktemp("jupyter"))
     yield server
     server.close()
+
+
+# --------------------------------------------------------------------------- live log
+class LiveLog:
+    """The stderr of a running watchdog, collected line by line by a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.proc = proc
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+        self._thread.start()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, predicate: Any, timeout: float = 30) -> None:
+        """Wait until ``predicate(text)`` (a str: that it occurs ``1`` time) holds."""
+        check = (lambda t: predicate in t) if isinstance(predicate, str) else predicate
+        deadline = time.time() + timeout
+        while not check(self.text):
+            if time.time() > deadline or (self.proc.poll() is not None and not self._thread.is_alive()):
+                raise AssertionError(f"not seen within {timeout}s: {predicate!r}\n{self.text[-3000:]}")
+            time.sleep(0.02)
+
+    def finish(self, timeout: float = 30) -> str:
+        """Wait for the process to end (SIGTERM first if it still runs) and return the log."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=10)
+        text = self.text
+        assert_no_key(text)
+        return text
