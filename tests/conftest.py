@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # rk_support, under any import mode
+
+from rk_support import DATA, ROOT, run_python  # noqa: E402,F401 - re-exported for older imports
 
 _session_tmp = Path(tempfile.mkdtemp(prefix="reviewkit-tests-"))
 os.environ["REVIEWKIT_CACHE_DIR"] = str(_session_tmp / "cache")
@@ -71,12 +72,3 @@ def fresh_cache(tmp_path):
     cache = ResultCache(tmp_path / "results.sqlite3")
     yield cache
     cache.close()
-
-
-def run_python(code: str, *, env: dict | None = None, timeout: float = 300, cwd: Path | None = None):
-    """Run ``code`` in a fresh interpreter of this venv; return the CompletedProcess."""
-    import subprocess
-
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, cwd=str(cwd or ROOT))

@@ -10,7 +10,7 @@ at the product's targets (KO >= 0.83, EN >= 0.90), which the 270M model does not
 
 import pandas as pd
 import pytest
-from conftest import DATA
+from rk_support import DATA
 
 import reviewkit
 from reviewkit import evaluation

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_python
+from rk_support import ROOT, run_python
 from reviewkit.cache import CacheWarning, ResultCache, cache_info, default_cache, default_max_mb
 
 NOBODY = 65534

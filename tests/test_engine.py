@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_python
+from rk_support import ROOT, run_python
 
 import reviewkit
 from reviewkit.engine import EngineSettingsMismatch
@@ -116,3 +116,20 @@ if __name__ == '__main__':
     assert "less than requested memory" in proc.stderr  # vLLM's own reason, shown above ours
     for fix in ("VLLM_MAX_MODEL_LEN", "gpu_memory_utilization", "VLLM_CPU_KVCACHE_SPACE"):
         assert fix in proc.stdout
+
+
+def test_loading_marks_the_activity_file_busy(monkeypatch):
+    """A 5-minute download or weight load at 0 % GPU is work: the watchdog must see it."""
+    from reviewkit import activity, engine as registry
+
+    seen = {}
+
+    def start():
+        seen["during"] = activity.read_activity()
+        raise RuntimeError("stop here: the state during the load is what this test reads")
+
+    monkeypatch.setattr(registry, "_engine", None)
+    with pytest.raises(RuntimeError, match="stop here"):
+        registry._install(("settings",), start, reload=False, warm_up=False)
+    assert seen["during"]["state"] == "busy" and seen["during"]["label"] == "load"
+    assert activity.read_activity()["state"] == "idle"

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run_python
+from rk_support import run_python
 
 HEAVY = ("vllm", "torch", "pandas", "numpy", "transformers")
 
