@@ -60,8 +60,17 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from reviewkit import activity, cost, evaluation, prompts, scoring
     from reviewkit.analysis import analyze
     from reviewkit.cache import ResultCache, cache_info
-    from reviewkit.engine import (Engine, EngineDeadError, EngineLoadError, EngineSettingsMismatch,
-                                  LocalEngine, connect, current_engine, load, unload)
+    from reviewkit.engine import (
+        Engine,
+        EngineDeadError,
+        EngineLoadError,
+        EngineSettingsMismatch,
+        LocalEngine,
+        connect,
+        current_engine,
+        load,
+        unload,
+    )
     from reviewkit.plots import plot_summary
     from reviewkit.prompts import PromptTemplate
     from reviewkit.runstats import RunStats, last_run

@@ -27,12 +27,20 @@ from reviewkit import cache_db
 from reviewkit.cache_db import CacheWarning, entry_size, fix_hint, report
 from reviewkit.cache_report import CacheInfo, cache_info, disk_bytes
 
-__all__ = ["ResultCache", "CacheInfo", "CacheWarning", "cache_info", "default_cache",
-           "default_cache_path", "namespace", "DEFAULT_MAX_MB"]
+__all__ = [
+    "ResultCache",
+    "CacheInfo",
+    "CacheWarning",
+    "cache_info",
+    "default_cache",
+    "default_cache_path",
+    "namespace",
+    "DEFAULT_MAX_MB",
+]
 
 _BATCH = 500  # SQLite's default limit on '?' parameters is 999
 DEFAULT_MAX_MB = 1024.0
-_EVICT_TO = 0.9          # evict down to 90 % of the bound, so eviction is not on every write
+_EVICT_TO = 0.9  # evict down to 90 % of the bound, so eviction is not on every write
 
 
 def default_cache_path() -> Path:
@@ -54,9 +62,11 @@ def default_max_mb() -> float:
             return value
     except ValueError:
         pass
-    report(Path("REVIEWKIT_CACHE_MAX_MB"), "setting",
-           f"REVIEWKIT_CACHE_MAX_MB={raw!r} is not a positive number of megabytes; "
-           f"using {DEFAULT_MAX_MB:g}")
+    report(
+        Path("REVIEWKIT_CACHE_MAX_MB"),
+        "setting",
+        f"REVIEWKIT_CACHE_MAX_MB={raw!r} is not a positive number of megabytes; using {DEFAULT_MAX_MB:g}",
+    )
     return DEFAULT_MAX_MB
 
 
@@ -76,8 +86,7 @@ class ResultCache:
     touch_after_s = 3600.0  # a hit refreshes last_used at most hourly: a re-run costs no write
 
     def __init__(self, path: str | Path | None = None, *, max_mb: float | None = None) -> None:
-        if max_mb is not None and not (isinstance(max_mb, (int, float)) and max_mb > 0
-                                       and math.isfinite(max_mb)):
+        if max_mb is not None and not (isinstance(max_mb, (int, float)) and max_mb > 0 and math.isfinite(max_mb)):
             raise ValueError(f"max_mb must be a positive number of megabytes, got {max_mb!r}")
         self.path = Path(path).expanduser() if path is not None else default_cache_path()
         self.max_bytes = int((max_mb if max_mb is not None else default_max_mb()) * 1e6)
@@ -96,8 +105,7 @@ class ResultCache:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            return self._disable(f"cannot create the folder {self.path.parent} "
-                                 f"({cache_db.describe(exc)})")
+            return self._disable(f"cannot create the folder {self.path.parent} ({cache_db.describe(exc)})")
         for attempt in (1, 2):
             opened = _inode(self.path)
             try:
@@ -124,8 +132,9 @@ class ResultCache:
         except FileNotFoundError:
             return True  # another process moved it first
         except OSError as move_exc:
-            self._disable(f"it is not a readable SQLite database ({exc}) and cannot be moved aside "
-                          f"({move_exc}); delete it")
+            self._disable(
+                f"it is not a readable SQLite database ({exc}) and cannot be moved aside ({move_exc}); delete it"
+            )
             return False
         for suffix in ("-wal", "-shm", "-journal"):  # they belong to the unreadable file
             side = self.path.with_name(self.path.name + suffix)
@@ -133,17 +142,20 @@ class ResultCache:
                 os.replace(side, target.with_name(target.name + suffix))
             except OSError:
                 pass
-        report(self.path, "moved", f"it was not a readable SQLite database ({exc}); moved it aside "
-               f"to {target.name} and started a fresh cache. Delete that file (or run "
-               "`reviewkit cache clear`) when you no longer need it.")
+        report(
+            self.path,
+            "moved",
+            f"it was not a readable SQLite database ({exc}); moved it aside "
+            f"to {target.name} and started a fresh cache. Delete that file (or run "
+            "`reviewkit cache clear`) when you no longer need it.",
+        )
         return True
 
     def _disable(self, reason: str) -> None:
         self.enabled = False
         self.disabled_reason = reason
         self._conn = None
-        report(self.path, "off", f"the cache is off: {reason}. The analysis continues without it. "
-               + fix_hint())
+        report(self.path, "off", f"the cache is off: {reason}. The analysis continues without it. " + fix_hint())
 
     def _connection(self) -> sqlite3.Connection:
         """This process's connection: a child after fork() must not reuse its parent's."""
@@ -179,7 +191,7 @@ class ResultCache:
             with self._lock:
                 conn = self._connection()
                 for start in range(0, len(items), _BATCH):
-                    batch = items[start:start + _BATCH]
+                    batch = items[start : start + _BATCH]
                     sql = f"SELECT key, probs, last_used FROM results WHERE key IN ({','.join('?' * len(batch))})"
                     for key, probs, used in cache_db.retry(lambda q=sql, b=batch: conn.execute(q, b).fetchall(), conn):
                         try:
@@ -191,27 +203,33 @@ class ResultCache:
                 if stale:
                     self._touch(conn, stale, now)
         except (sqlite3.Error, OSError) as exc:
-            report(self.path, "read", f"a read failed ({cache_db.describe(exc)}); those reviews are "
-                   "recomputed. " + fix_hint("run `reviewkit cache clear` or delete the file"))
+            report(
+                self.path,
+                "read",
+                f"a read failed ({cache_db.describe(exc)}); those reviews are "
+                "recomputed. " + fix_hint("run `reviewkit cache clear` or delete the file"),
+            )
         return found
 
     def _touch(self, conn: sqlite3.Connection, keys: list[str], now: float) -> None:
         """Mark hits as recently used (one batched write; failing it only costs LRU accuracy)."""
+
         def write() -> None:
             conn.execute("BEGIN IMMEDIATE")
             for start in range(0, len(keys), _BATCH):
-                batch = keys[start:start + _BATCH]
-                conn.execute(f"UPDATE results SET last_used = ? WHERE key IN ({','.join('?' * len(batch))})",
-                             [now, *batch])
+                batch = keys[start : start + _BATCH]
+                conn.execute(
+                    f"UPDATE results SET last_used = ? WHERE key IN ({','.join('?' * len(batch))})", [now, *batch]
+                )
             conn.execute("COMMIT")
+
         try:
             cache_db.retry(write, conn)
         except sqlite3.Error as exc:
             cache_db.rollback(conn)
             cache_db.log.debug("result cache: could not refresh last_used: %s", exc)
 
-    def put_many(self, space: str, results: Iterable[tuple[str, Sequence[float]]], *,
-                 model: str = "") -> None:
+    def put_many(self, space: str, results: Iterable[tuple[str, Sequence[float]]], *, model: str = "") -> None:
         """Store results; a failed write (disk full, read-only) is reported once and skipped."""
         now = time.time()
         rows = []
@@ -226,8 +244,11 @@ class ResultCache:
             conn.executemany(
                 "INSERT INTO results (key, probs, model, size, last_used) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET probs = excluded.probs, model = excluded.model, "
-                "size = excluded.size, last_used = excluded.last_used", rows)
+                "size = excluded.size, last_used = excluded.last_used",
+                rows,
+            )
             conn.execute("COMMIT")
+
         try:
             with self._lock:
                 conn = self._connection()
@@ -237,9 +258,13 @@ class ResultCache:
             if self._conn is not None:
                 cache_db.rollback(self._conn)
             self.write_error = cache_db.describe(exc)
-            report(self.path, "write", f"storing results failed ({self.write_error}); this run's "
-                   "results are returned but not cached. " + fix_hint(
-                       "free disk space, lower REVIEWKIT_CACHE_MAX_MB or run `reviewkit cache clear`"))
+            report(
+                self.path,
+                "write",
+                f"storing results failed ({self.write_error}); this run's "
+                "results are returned but not cached. "
+                + fix_hint("free disk space, lower REVIEWKIT_CACHE_MAX_MB or run `reviewkit cache clear`"),
+            )
 
     def _evict(self, conn: sqlite3.Connection) -> None:
         """Delete least recently used entries until the entries fit 90 % of the bound."""
@@ -254,9 +279,11 @@ class ResultCache:
 
             def delete(n: int = n) -> None:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute("DELETE FROM results WHERE key IN "
-                             "(SELECT key FROM results ORDER BY last_used LIMIT ?)", (n,))
+                conn.execute(
+                    "DELETE FROM results WHERE key IN (SELECT key FROM results ORDER BY last_used LIMIT ?)", (n,)
+                )
                 conn.execute("COMMIT")
+
             cache_db.retry(delete, conn)
             entries, size = self._usage(conn)
 
@@ -278,16 +305,21 @@ class ResultCache:
 
     def info(self) -> CacheInfo:
         """Path, entries, sizes and per-model counts (``reviewkit.cache_info()``)."""
-        result = CacheInfo(self.path, self.enabled, self.disabled_reason, max_bytes=self.max_bytes,
-                           moved_aside=self._moved_aside())
+        result = CacheInfo(
+            self.path, self.enabled, self.disabled_reason, max_bytes=self.max_bytes, moved_aside=self._moved_aside()
+        )
         result.disk_bytes = disk_bytes(self.path)
         if self.enabled:
             try:
                 with self._lock:
                     conn = self._connection()
                     result.entries, result.entry_bytes = self._usage(conn)
-                    rows = cache_db.retry(lambda: conn.execute(
-                        "SELECT model, COUNT(*), SUM(size) FROM results GROUP BY model").fetchall(), conn)
+                    rows = cache_db.retry(
+                        lambda: conn.execute(
+                            "SELECT model, COUNT(*), SUM(size) FROM results GROUP BY model"
+                        ).fetchall(),
+                        conn,
+                    )
                 result.models = {m: (int(n), int(b or 0)) for m, n, b in rows}
             except sqlite3.Error as exc:
                 result.enabled = False
@@ -313,6 +345,7 @@ class ResultCache:
                     count = conn.execute("DELETE FROM results WHERE model = ?", (model,)).rowcount
                 conn.execute("COMMIT")
                 return count
+
             try:
                 count = cache_db.retry(delete, conn)
                 cache_db.retry(lambda: conn.execute("PRAGMA incremental_vacuum").fetchall(), conn)

@@ -17,9 +17,9 @@ from typing import Callable, TypeVar
 log = logging.getLogger("reviewkit")
 
 SCHEMA_VERSION = 2  # 0/1: results(key, probs) without accounting; 2: model, size, last_used, usage
-ROW_OVERHEAD = 32   # bytes per entry beyond its text columns (rowid, record header, index cells)
+ROW_OVERHEAD = 32  # bytes per entry beyond its text columns (rowid, record header, index cells)
 BUSY_TIMEOUT_S = 10.0  # SQLite's own wait for a lock, per statement
-RETRY_FOR_S = 60.0     # then our retries, before a write is given up (and reported)
+RETRY_FOR_S = 60.0  # then our retries, before a write is given up (and reported)
 
 _T = TypeVar("_T")
 
@@ -65,8 +65,7 @@ def is_busy(exc: BaseException) -> bool:
 def is_corrupt(exc: BaseException) -> bool:
     name = getattr(exc, "sqlite_errorname", "") or ""
     text = str(exc)
-    return name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "not a database" in text \
-        or "malformed" in text
+    return name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "not a database" in text or "malformed" in text
 
 
 def describe(exc: BaseException) -> str:
@@ -107,8 +106,7 @@ def rollback(conn: sqlite3.Connection) -> None:
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open ``path``, create or migrate the schema, and prove the file is writable."""
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                           check_same_thread=False)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     try:
         retry(lambda: _setup(conn), conn)
     except BaseException:
@@ -120,8 +118,7 @@ def connect(path: Path) -> sqlite3.Connection:
 def _setup(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]  # reads the header: NOTADB here
     if version > SCHEMA_VERSION:
-        raise NewerSchema(f"it was written by a newer reviewkit (schema {version}, this one "
-                          f"reads {SCHEMA_VERSION})")
+        raise NewerSchema(f"it was written by a newer reviewkit (schema {version}, this one reads {SCHEMA_VERSION})")
     if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # lets `clear` shrink the file
     conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, across processes
@@ -143,12 +140,18 @@ def _migrate(conn: sqlite3.Connection) -> None:
     """Schema 0/1 -> 2 in place: old entries keep their keys, so they stay valid hits."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
     if columns:
-        for name, decl in (("model", "TEXT NOT NULL DEFAULT ''"), ("size", "INTEGER NOT NULL DEFAULT 0"),
-                           ("last_used", "REAL NOT NULL DEFAULT 0")):
+        for name, decl in (
+            ("model", "TEXT NOT NULL DEFAULT ''"),
+            ("size", "INTEGER NOT NULL DEFAULT 0"),
+            ("last_used", "REAL NOT NULL DEFAULT 0"),
+        ):
             if name not in columns:
                 conn.execute(f"ALTER TABLE results ADD COLUMN {name} {decl}")
-        conn.execute(f"UPDATE results SET size = 2 * length(key) + length(probs) + length(model) "
-                     f"+ {ROW_OVERHEAD}, last_used = ? WHERE size = 0", (time.time(),))
+        conn.execute(
+            f"UPDATE results SET size = 2 * length(key) + length(probs) + length(model) "
+            f"+ {ROW_OVERHEAD}, last_used = ? WHERE size = 0",
+            (time.time(),),
+        )
     for statement in _TABLES:
         conn.execute(statement)
 

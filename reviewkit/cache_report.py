@@ -15,33 +15,45 @@ class CacheInfo:
     disabled_reason: str | None
     exists: bool = True
     entries: int = 0
-    entry_bytes: int = 0          # estimated size of the entries; what the bound counts
-    disk_bytes: int = 0           # the database file and its WAL/shared-memory files
+    entry_bytes: int = 0  # estimated size of the entries; what the bound counts
+    disk_bytes: int = 0  # the database file and its WAL/shared-memory files
     max_bytes: int = 0
     models: dict[str, tuple[int, int]] = field(default_factory=dict)  # model -> (entries, bytes)
     moved_aside: list[Path] = field(default_factory=list)  # corrupt files kept next to it
 
     def as_dict(self) -> dict:
-        return {"path": str(self.path), "exists": self.exists, "enabled": self.enabled,
-                "disabled_reason": self.disabled_reason,
-                "entries": self.entries, "entry_bytes": self.entry_bytes, "disk_bytes": self.disk_bytes,
-                "max_bytes": self.max_bytes,
-                "models": {m: {"entries": n, "bytes": b} for m, (n, b) in self.models.items()},
-                "moved_aside": [str(p) for p in self.moved_aside]}
+        return {
+            "path": str(self.path),
+            "exists": self.exists,
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "entries": self.entries,
+            "entry_bytes": self.entry_bytes,
+            "disk_bytes": self.disk_bytes,
+            "max_bytes": self.max_bytes,
+            "models": {m: {"entries": n, "bytes": b} for m, (n, b) in self.models.items()},
+            "moved_aside": [str(p) for p in self.moved_aside],
+        }
 
     def __str__(self) -> str:
         state = "on" if self.enabled else f"off: {self.disabled_reason}"
         if not self.exists:
             state = "not created yet"
-        lines = [f"reviewkit result cache: {self.path} ({state})",
-                 (f"  {_entries(self.entries)}, {_mb(self.entry_bytes)} of {_mb(self.max_bytes)} allowed "
-                  f"(REVIEWKIT_CACHE_MAX_MB), {_mb(self.disk_bytes)} on disk")]
+        lines = [
+            f"reviewkit result cache: {self.path} ({state})",
+            (
+                f"  {_entries(self.entries)}, {_mb(self.entry_bytes)} of {_mb(self.max_bytes)} allowed "
+                f"(REVIEWKIT_CACHE_MAX_MB), {_mb(self.disk_bytes)} on disk"
+            ),
+        ]
         for model, (n, size) in sorted(self.models.items()):
             lines.append(f"  {model or '(model not recorded)'}: {_entries(n)}, {_mb(size)}")
         if self.moved_aside:
             size = sum(p.stat().st_size for p in self.moved_aside if p.exists())
-            lines.append(f"  {len(self.moved_aside)} unreadable file(s) moved aside, {_mb(size)} "
-                         "(`reviewkit cache clear` deletes them)")
+            lines.append(
+                f"  {len(self.moved_aside)} unreadable file(s) moved aside, {_mb(size)} "
+                "(`reviewkit cache clear` deletes them)"
+            )
         return "\n".join(lines)
 
     __repr__ = __str__  # a notebook cell ending in cache_info() shows the readable form
@@ -56,9 +68,14 @@ def cache_info(path: str | Path | None = None) -> CacheInfo:
 
     target = Path(path).expanduser() if path is not None else default_cache_path()
     if not target.exists():
-        return CacheInfo(target, True, None, exists=False, max_bytes=int(default_max_mb() * 1e6),
-                         moved_aside=sorted(target.parent.glob(target.name + ".corrupt-*"))
-                         if target.parent.is_dir() else [])
+        return CacheInfo(
+            target,
+            True,
+            None,
+            exists=False,
+            max_bytes=int(default_max_mb() * 1e6),
+            moved_aside=sorted(target.parent.glob(target.name + ".corrupt-*")) if target.parent.is_dir() else [],
+        )
     cache = ResultCache(target)
     try:
         return cache.info()

@@ -18,7 +18,7 @@ POSITIVE_COLOR = "#2a9d8f"
 NEGATIVE_COLOR = "#e76f51"
 
 
-def _axes(ax: "Axes | None", figsize: tuple[float, float]) -> "Axes":
+def _axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     if ax is not None:
         return ax
     import matplotlib.pyplot as plt
@@ -31,8 +31,8 @@ def _label(key: Any) -> str:
     return " · ".join(map(str, key)) if isinstance(key, tuple) else str(key)
 
 
-def plot_summary(summary: "pd.DataFrame", *, ax: "Axes | None" = None,
-                 title: str = "Sentiment per restaurant") -> "Figure":
+def plot_summary(summary: pd.DataFrame, *, ax: Axes | None = None,
+                 title: str = "Sentiment per restaurant") -> Figure:
     """Side-by-side bars of ``positive_ratio`` and ``negative_ratio`` (percent) per group.
 
     ``summary`` is a :func:`reviewkit.summarize` result; each bar pair is labelled with
@@ -60,9 +60,9 @@ def plot_summary(summary: "pd.DataFrame", *, ax: "Axes | None" = None,
     return ax.figure
 
 
-def plot_sweep(data: "pd.DataFrame", x: str, ys: Sequence[str] | Mapping[str, str], *,
-               ax: "Axes | None" = None, title: str, xlabel: str, ylabel: str,
-               logx: bool = False, annotate: bool = True) -> "Figure":
+def plot_sweep(data: pd.DataFrame, x: str, ys: Sequence[str] | Mapping[str, str], *,
+               ax: Axes | None = None, title: str, xlabel: str, ylabel: str,
+               logx: bool = False, annotate: bool = True) -> Figure:
     """One line (with markers) per column of ``ys`` against ``x``; ``ys`` may map
     column -> legend label. Points are annotated with their value when ``annotate``."""
     ax = _axes(ax, (6.5, 4.0))
@@ -86,9 +86,9 @@ def plot_sweep(data: "pd.DataFrame", x: str, ys: Sequence[str] | Mapping[str, st
     return ax.figure
 
 
-def plot_bars(labels: Sequence[str], values: Sequence[float], *, ax: "Axes | None" = None,
+def plot_bars(labels: Sequence[str], values: Sequence[float], *, ax: Axes | None = None,
               title: str, ylabel: str, xlabel: str = "", fmt: str = "{:,.1f}",
-              colors: Sequence[str] | None = None) -> "Figure":
+              colors: Sequence[str] | None = None) -> Figure:
     """Labelled bars with their values written on top (e.g. two methods compared)."""
     import textwrap
 
@@ -103,10 +103,10 @@ def plot_bars(labels: Sequence[str], values: Sequence[float], *, ax: "Axes | Non
 
 
 def plot_cost_comparison(volumes: Sequence[float], curves: Mapping[str, Sequence[float]], *,
-                         break_even: float | None = None, ax: "Axes | None" = None,
+                         break_even: float | None = None, ax: Axes | None = None,
                          title: str = "Pod vs serverless: cost of one batch",
                          xlabel: str = "Reviews in the batch",
-                         ylabel: str = "Cost (US$)") -> "Figure":
+                         ylabel: str = "Cost (US$)") -> Figure:
     """Cost curves against volume on log-log axes, with the break-even volume marked."""
     ax = _axes(ax, (6.5, 4.0))
     for name, dollars in curves.items():
@@ -146,8 +146,8 @@ def _spans(times: Sequence[float], flags: Iterable[bool]) -> list[tuple[float, f
 
 
 def plot_watchdog_timeline(records: Any, *, stop_time: float | None = None,
-                           threshold: float | None = None, ax: "Axes | None" = None,
-                           title: str = "GPU utilisation and the watchdog's stop") -> "Figure":
+                           threshold: float | None = None, ax: Axes | None = None,
+                           title: str = "GPU utilisation and the watchdog's stop") -> Figure:
     """Utilisation (%) over time (hours) from ``SimulationResult.records()`` (or a
     DataFrame of it): idle time billed shaded orange, idle time saved after the stop
     shaded grey, the threshold dashed and the stop moment as a red line."""

@@ -3,13 +3,11 @@
 import math
 import warnings
 
-import numpy as np
 import pandas as pd
 import pytest
 
 import reviewkit
 from reviewkit.analysis import analyze
-from reviewkit.cache import ResultCache
 from reviewkit.prompts import PromptTemplate
 
 

@@ -22,8 +22,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from rk_support import ROOT, run_python
+
 from reviewkit.cache import CacheWarning, ResultCache, cache_info, default_cache, default_max_mb
 
 NOBODY = 65534
@@ -83,6 +83,7 @@ def open_dir():
 
 # -- cannot open ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("damage", ["garbage", "half-written"])
 def test_a_corrupt_file_is_moved_aside_and_a_fresh_cache_works(tmp_path, damage):
     path = tmp_path / "results.sqlite3"
@@ -118,8 +119,7 @@ def test_an_uncreatable_folder_turns_the_cache_off_with_one_warning(tmp_path):
     assert len(messages) == 1
     for needle in (str(path), "REVIEWKIT_CACHE_DIR", "cache=False", "continues without it"):
         assert needle in messages[0]
-    (hits, again) = _warnings_of(lambda: (cache.get_many("ns", ["a"]),
-                                          _fill(cache, ["a"]), ResultCache(path))[0])
+    (hits, again) = _warnings_of(lambda: (cache.get_many("ns", ["a"]), _fill(cache, ["a"]), ResultCache(path))[0])
     assert hits == {} and again == []  # no raise, and reported once per process and path
     assert len(cache) == 0 and cache.info().enabled is False
 
@@ -135,8 +135,7 @@ def test_an_unwritable_folder_turns_the_cache_off(open_dir):
     folder = open_dir / "cache"
     folder.mkdir()
     folder.chmod(0o555)
-    enabled, reason, messages, hits, size = run_unprivileged(_open_as_unprivileged,
-                                                             str(folder / "results.sqlite3"))
+    enabled, reason, messages, hits, size = run_unprivileged(_open_as_unprivileged, str(folder / "results.sqlite3"))
     assert not enabled and "cannot open it" in reason and hits == {} and size == 0
     assert len(messages) == 1 and "REVIEWKIT_CACHE_DIR" in messages[0]
 
@@ -169,8 +168,10 @@ def test_an_old_cache_file_is_migrated_and_keeps_its_entries(tmp_path):
     path = tmp_path / "results.sqlite3"
     conn = sqlite3.connect(path)  # schema of reviewkit <= 0.1: no model, size or last_used
     conn.execute("CREATE TABLE results (key TEXT PRIMARY KEY, probs TEXT NOT NULL)")
-    conn.executemany("INSERT INTO results VALUES (?, ?)",
-                     [(ResultCache.key("ns", t), json.dumps(_probs(t))) for t in ("old1", "old2")])
+    conn.executemany(
+        "INSERT INTO results VALUES (?, ?)",
+        [(ResultCache.key("ns", t), json.dumps(_probs(t))) for t in ("old1", "old2")],
+    )
     conn.commit()
     conn.close()
     cache = ResultCache(path)
@@ -182,6 +183,7 @@ def test_an_old_cache_file_is_migrated_and_keeps_its_entries(tmp_path):
 
 
 # -- fails mid-run -------------------------------------------------------------------------
+
 
 def test_a_full_database_skips_the_store_and_keeps_reading(fresh_cache):
     _fill(fresh_cache, ["kept"])
@@ -218,8 +220,13 @@ print(json.dumps({"stored": stored, "status": cache.status,
 
 
 def _fill_till_full(path: Path, limit: int = 0) -> dict:
-    done = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, str(path), str(limit)],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_CHILD, str(path), str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -234,8 +241,13 @@ def test_a_write_past_a_file_size_limit_is_reported_and_skipped(tmp_path):
 def test_a_tiny_filesystem_fills_up_without_breaking(tmp_path):
     mount = tmp_path / "tiny"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("mounting a tmpfs needs root")
     try:
         result = _fill_till_full(mount / "results.sqlite3")
@@ -252,7 +264,7 @@ def test_a_read_of_damaged_pages_is_a_miss(tmp_path):
     _fill(cache, texts)
     cache.close()
     data = bytearray(path.read_bytes())
-    data[len(data) // 2:] = b"\x5a" * (len(data) - len(data) // 2)  # later pages overwritten
+    data[len(data) // 2 :] = b"\x5a" * (len(data) - len(data) // 2)  # later pages overwritten
     path.write_bytes(bytes(data))
     cache, messages = _warnings_of(lambda: ResultCache(path))
     assert cache.enabled and messages == []  # the header is fine: the damage shows on reading
@@ -289,9 +301,16 @@ print("ok")
 def test_writers_in_several_processes_at_once(tmp_path):
     path = tmp_path / "results.sqlite3"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(me)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for me in range(4)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), str(me)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for me in range(4)
+    ]
     for proc in writers:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0 and out.strip() == "ok", err
@@ -315,6 +334,7 @@ def test_a_forked_child_opens_its_own_connection(fresh_cache):
 
 
 # -- bounded -------------------------------------------------------------------------------
+
 
 def test_the_least_recently_used_entries_are_evicted_at_the_bound(tmp_path):
     cache = ResultCache(tmp_path / "results.sqlite3", max_mb=0.05)
@@ -352,6 +372,7 @@ def test_the_bound_setting(monkeypatch):
 
 # -- seen and cleared ----------------------------------------------------------------------
 
+
 def test_default_cache_recovers_when_the_location_is_fixed(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -379,8 +400,13 @@ def test_cache_info_in_a_notebook(tmp_path, monkeypatch):
 def _cli(*args: str, cache_dir: Path) -> subprocess.CompletedProcess:
     script = Path(sys.executable).with_name("reviewkit")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "reviewkit"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "REVIEWKIT_CACHE_DIR": str(cache_dir)})
+    return subprocess.run(
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "REVIEWKIT_CACHE_DIR": str(cache_dir)},
+    )
 
 
 def test_cli_cache_info_and_clear(tmp_path):
@@ -401,10 +427,13 @@ def test_cli_cache_info_and_clear(tmp_path):
 
 
 def test_cli_cache_commands_load_no_engine(tmp_path):
-    done = run_python("import sys\nfrom reviewkit.cli import main\nmain(['cache', 'info'])\n"
-                      "heavy = [m for m in ('vllm', 'torch', 'pandas') if m in sys.modules]\n"
-                      "assert not heavy, heavy", env={"PYTHONPATH": str(ROOT),
-                                                      "REVIEWKIT_CACHE_DIR": str(tmp_path)}, timeout=60)
+    done = run_python(
+        "import sys\nfrom reviewkit.cli import main\nmain(['cache', 'info'])\n"
+        "heavy = [m for m in ('vllm', 'torch', 'pandas') if m in sys.modules]\n"
+        "assert not heavy, heavy",
+        env={"PYTHONPATH": str(ROOT), "REVIEWKIT_CACHE_DIR": str(tmp_path)},
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -414,11 +443,21 @@ def test_cli_cache_commands_load_no_engine(tmp_path):
 
 # -- the analysis on the real engine -------------------------------------------------------
 
-REVIEWS = ["Fantastic dumplings, friendly staff!", "Cold soup and rude service.", None,
-           "정말 맛있어요, 또 올게요", "최악이에요. 다시는 안 가요", "Fantastic dumplings, friendly staff!",
-           "Lovely view, the best pasta in town.", "Overpriced and the fish was not fresh.",
-           "직원분들이 친절하고 음식이 훌륭해요", "음식이 너무 짜고 불친절했어요", "   ",
-           "Great coffee, cozy corner seats.", "Waited an hour, food arrived cold."]
+REVIEWS = [
+    "Fantastic dumplings, friendly staff!",
+    "Cold soup and rude service.",
+    None,
+    "정말 맛있어요, 또 올게요",
+    "최악이에요. 다시는 안 가요",
+    "Fantastic dumplings, friendly staff!",
+    "Lovely view, the best pasta in town.",
+    "Overpriced and the fish was not fresh.",
+    "직원분들이 친절하고 음식이 훌륭해요",
+    "음식이 너무 짜고 불친절했어요",
+    "   ",
+    "Great coffee, cozy corner seats.",
+    "Waited an hour, food arrived cold.",
+]
 
 
 def _same(out, expected) -> None:
@@ -476,8 +515,11 @@ def _fill_after_each_store(cache: ResultCache) -> None:
         conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
         try:
             for _ in range(100_000):
-                conn.execute("INSERT INTO results (key, probs, size, last_used) VALUES (?, '[]', 0, 0)",
-                             (f"filler {next(fillers)}",))
+                conn.execute(
+                    "INSERT INTO results (key, probs, size, last_used) VALUES (?, '[]', 0, 0)",
+                    (f"filler {next(fillers)}",),
+                )
         except sqlite3.OperationalError as exc:
             assert "full" in str(exc)
+
     cache.put_many = store_then_fill

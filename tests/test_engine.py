@@ -120,7 +120,8 @@ if __name__ == '__main__':
 
 def test_loading_marks_the_activity_file_busy(monkeypatch):
     """A 5-minute download or weight load at 0 % GPU is work: the watchdog must see it."""
-    from reviewkit import activity, engine as registry
+    from reviewkit import activity
+    from reviewkit import engine as registry
 
     seen = {}
 

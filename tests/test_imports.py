@@ -8,7 +8,7 @@ HEAVY = ("vllm", "torch", "pandas", "numpy", "transformers")
 
 
 def _loaded_after(code: str) -> dict:
-    proc = run_python(code + "\nimport sys, json\nprint(json.dumps({m: m in sys.modules for m in %r}))" % (HEAVY,))
+    proc = run_python(code + f"\nimport sys, json\nprint(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-import reviewkit
 from reviewkit.seed_api import SentimentAnalyzer
 
 REVIEWS = [

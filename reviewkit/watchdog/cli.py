@@ -120,9 +120,12 @@ def _run(args: argparse.Namespace, log: logging.Logger) -> int:
         if args.once:
             log.info("Another watchdog (pid %s) holds %s; this check is skipped", lock.holder(), lock.path)
             return 0
-        log.error("Another watchdog (pid %s) already watches with state file %s; exiting "
-                  "(one watchdog per pod: stop the other one or give this one its own --state-file)",
-                  lock.holder(), args.state_file)
+        log.error(
+            "Another watchdog (pid %s) already watches with state file %s; exiting "
+            "(one watchdog per pod: stop the other one or give this one its own --state-file)",
+            lock.holder(),
+            args.state_file,
+        )
         return 4
     try:
         return _watch(args, log)
@@ -142,24 +145,38 @@ def _watch(args: argparse.Namespace, log: logging.Logger) -> int:
     log.info(
         "Watchdog started: pod %s, threshold %g%%, interval %gs, idle limit %d, min runtime %gs, "
         "action %s, GPU source %s, mode %s%s",
-        args.pod_id or "(none)", policy.idle_threshold, policy.check_interval, policy.idle_limit,
-        policy.min_runtime, args.action, source, mode, ", dry-run" if args.dry_run else "",
+        args.pod_id or "(none)",
+        policy.idle_threshold,
+        policy.check_interval,
+        policy.idle_limit,
+        policy.min_runtime,
+        args.action,
+        source,
+        mode,
+        ", dry-run" if args.dry_run else "",
     )
     if args.use_activity:
-        log.info("Activity file: %s (the notebook must use the same path: %s)",
-                 activity.activity_path(args.activity_file), activity.ENV_VAR)
+        log.info(
+            "Activity file: %s (the notebook must use the same path: %s)",
+            activity.activity_path(args.activity_file),
+            activity.ENV_VAR,
+        )
     if args.use_jupyter:
         log.info("Jupyter: %s", args.jupyter_url or f"servers found in {runtime_dir()}")
     if args.peak is not None:
-        log.info("Peak hours %s: %s", args.peak.describe(),
-                 "no stopping" if args.peak.preset == "off" else f"preset {args.peak.preset}")
+        log.info(
+            "Peak hours %s: %s",
+            args.peak.describe(),
+            "no stopping" if args.peak.preset == "off" else f"preset {args.peak.preset}",
+        )
     clock = "trace" if args.simulate else "wall"
     trace: TraceReader | None = args.trace
     use_state = args.once or not args.simulate
     if use_state:
         now = trace.next_time() if args.simulate and trace is not None else time.time()
-        state = load_state(args.state_file, pod_id=args.pod_id, clock=clock, now=now,
-                           interval=policy.check_interval, log=log)
+        state = load_state(
+            args.state_file, pod_id=args.pod_id, clock=clock, now=now, interval=policy.check_interval, log=log
+        )
         if trace is not None and args.once:
             trace.position = state.trace_row
     else:
@@ -168,10 +185,20 @@ def _watch(args: argparse.Namespace, log: logging.Logger) -> int:
     from reviewkit.watchdog.monitor import FAILED, Monitor
 
     monitor = Monitor(
-        policy=policy, signals=_signals(args, client), state=state, pod_id=args.pod_id,
-        client=client, action=args.action, dry_run=args.dry_run, api_uptime=not args.simulate,
-        state_path=args.state_file if use_state else None, time_prefix=args.simulate, log=log,
-        trace=trace, unknown_grace=args.unknown_grace, peak=args.peak,
+        policy=policy,
+        signals=_signals(args, client),
+        state=state,
+        pod_id=args.pod_id,
+        client=client,
+        action=args.action,
+        dry_run=args.dry_run,
+        api_uptime=not args.simulate,
+        state_path=args.state_file if use_state else None,
+        time_prefix=args.simulate,
+        log=log,
+        trace=trace,
+        unknown_grace=args.unknown_grace,
+        peak=args.peak,
     )
     # From a separate server the watchdog outlives the pod: after a stop it keeps
     # watching, so a resumed pod is stopped again once idle.

@@ -29,11 +29,14 @@ from reviewkit.watchdog.policy import backoff_delay
 
 
 def build_parser(command: str) -> Parser:
-    p = Parser(prog=f"watchdog.py {command}", description={
-        "start": "Resume a stopped pod (runpod.resume_pod), with retries.",
-        "stop": "Stop a running pod (runpod.stop_pod), with retries.",
-        "status": "The pod's status and price, and the idle watchdog's state.",
-    }[command])
+    p = Parser(
+        prog=f"watchdog.py {command}",
+        description={
+            "start": "Resume a stopped pod (runpod.resume_pod), with retries.",
+            "stop": "Stop a running pod (runpod.stop_pod), with retries.",
+            "status": "The pod's status and price, and the idle watchdog's state.",
+        }[command],
+    )
     a = p.add_argument
     a("--api-key", help="RunPod API key (env RUNPOD_API_KEY); never logged")
     a("--pod-id", help="the pod (env RUNPOD_POD_ID)")
@@ -50,8 +53,14 @@ def build_parser(command: str) -> Parser:
     return p
 
 
-def _number(parser: Parser, args: argparse.Namespace, dest: str, kind: Callable[[str], Any], ok: Callable[[Any], bool],
-            rule: str) -> None:
+def _number(
+    parser: Parser,
+    args: argparse.Namespace,
+    dest: str,
+    kind: Callable[[str], Any],
+    ok: Callable[[Any], bool],
+    rule: str,
+) -> None:
     raw = getattr(args, dest, None)
     if raw is None:
         return
@@ -123,8 +132,12 @@ def run_command(command: str, argv: Sequence[str]) -> int:
             log.warning("Pod %s status unknown (%s); sending the %s anyway", args.pod_id, exc, command)
             pod = None
         if pod is not None and pod.running == (command == "start"):
-            log.info("Pod %s is already %s (status %s); nothing to do", args.pod_id,
-                     "running" if command == "start" else "stopped", pod.desired_status)
+            log.info(
+                "Pod %s is already %s (status %s); nothing to do",
+                args.pod_id,
+                "running" if command == "start" else "stopped",
+                pod.desired_status,
+            )
             return 0
         if command == "start":
             gpus = args.gpu_count or (pod.gpu_count if pod is not None else None) or 1

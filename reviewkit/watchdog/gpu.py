@@ -103,11 +103,15 @@ class NvmlReader:
         """Peak utilisation of GPU ``index`` since its last sample seen."""
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
         try:
-            kind, samples = nvml.nvmlDeviceGetSamples(handle, nvml.NVML_GPU_UTILIZATION_SAMPLES,
-                                                      self._last_seen.get(index, 0))
+            kind, samples = nvml.nvmlDeviceGetSamples(
+                handle, nvml.NVML_GPU_UTILIZATION_SAMPLES, self._last_seen.get(index, 0)
+            )
         except nvml.NVMLError as exc:
-            if getattr(exc, "value", None) not in (nvml.NVML_ERROR_NOT_FOUND, nvml.NVML_ERROR_NOT_SUPPORTED,
-                                                   getattr(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", -1)):
+            if getattr(exc, "value", None) not in (
+                nvml.NVML_ERROR_NOT_FOUND,
+                nvml.NVML_ERROR_NOT_SUPPORTED,
+                getattr(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", -1),
+            ):
                 raise
             samples = []  # no new sample (or no buffer): one instant reading instead
         field = _VALUE_FIELDS[kind] if samples and 0 <= kind < len(_VALUE_FIELDS) else "uiVal"

@@ -87,16 +87,24 @@ class JupyterSignal:
     name = "jupyter"
     STARTING_GRACE = 300.0
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 5.0,
-                 directory: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 5.0,
+        directory: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.url = url.rstrip("/") if url else None
         self.token = token
         self.timeout = timeout
         self.directory = directory
-        self.fix = ("check --jupyter-url and --jupyter-token (JUPYTER_TOKEN): the server must answer "
-                    "/api/kernels with that token" if url else
-                    "the watchdog must run as the user that runs Jupyter (it reads the servers' "
-                    "jpserver-*.json files), or pass --jupyter-url and --jupyter-token")
+        self.fix = (
+            "check --jupyter-url and --jupyter-token (JUPYTER_TOKEN): the server must answer "
+            "/api/kernels with that token"
+            if url
+            else "the watchdog must run as the user that runs Jupyter (it reads the servers' "
+            "jpserver-*.json files), or pass --jupyter-url and --jupyter-token"
+        )
 
     def servers(self) -> list[JupyterServer]:
         if self.url:

@@ -110,11 +110,15 @@ class Monitor:
             try:
                 uptime = self.client.pod_status(max_age=STATUS_MAX_AGE).uptime_now()
             except ApiError as exc:
-                self.log.warning("%sPod uptime unavailable (%s); using time since the watchdog's first start", self._p(now), exc)
+                self.log.warning(
+                    "%sPod uptime unavailable (%s); using time since the watchdog's first start", self._p(now), exc
+                )
             else:
                 if uptime is not None:
                     return uptime
-                self.log.warning("%sRunPod reports no uptime; using time since the watchdog's first start", self._p(now))
+                self.log.warning(
+                    "%sRunPod reports no uptime; using time since the watchdog's first start", self._p(now)
+                )
         first = self.state.first_start if self.state.first_start is not None else now
         return max(0.0, now - first)
 
@@ -142,13 +146,21 @@ class Monitor:
         window = self.peak.describe() if in_peak and self.peak is not None else None
         if window != st.peak:
             if window is not None:
-                how = ("no stopping" if not allow_stop else
-                       f"preset {self.peak.preset if self.peak else ''}: threshold {policy.idle_threshold:g}%, "
-                       f"idle limit {policy.idle_limit}, min runtime {policy.min_runtime:g}s")
+                how = (
+                    "no stopping"
+                    if not allow_stop
+                    else f"preset {self.peak.preset if self.peak else ''}: threshold {policy.idle_threshold:g}%, "
+                    f"idle limit {policy.idle_limit}, min runtime {policy.min_runtime:g}s"
+                )
                 self.log.info("%sPeak hours (%s): %s", p, window, how)
             elif st.peak is not None:
-                self.log.info("%sPeak hours (%s) over: idle limit %d, min runtime %gs again",
-                              p, st.peak, policy.idle_limit, policy.min_runtime)
+                self.log.info(
+                    "%sPeak hours (%s) over: idle limit %d, min runtime %gs again",
+                    p,
+                    st.peak,
+                    policy.idle_limit,
+                    policy.min_runtime,
+                )
         st.peak = window
         self.policy = policy
         for signal in self.signals:
@@ -170,9 +182,15 @@ class Monitor:
                 votes.append(r)
                 continue
             fix = next((getattr(s, "fix", "") for s in self.signals if s.name == r.name), "")
-            self.log.error("%sSignal %s unknown for %s (more than --unknown-grace %s): dropped from the vote; %s. Fix: %s",
-                           p, ", ".join(expired), seconds(now - min(st.unknown_since[k] for k in expired)),
-                           seconds(self.unknown_grace), r.detail, fix)
+            self.log.error(
+                "%sSignal %s unknown for %s (more than --unknown-grace %s): dropped from the vote; %s. Fix: %s",
+                p,
+                ", ".join(expired),
+                seconds(now - min(st.unknown_since[k] for k in expired)),
+                seconds(self.unknown_grace),
+                r.detail,
+                fix,
+            )
             if r.values:  # the readable GPUs still count
                 votes.append(Reading(r.name, IDLE, format_percentages(r.values), r.values))
         return votes
@@ -217,26 +235,34 @@ class Monitor:
         outcome = None
         decision = outcome_step.decision
         if unreadable:
-            self.log.error("%sNo signal readable (%s); the pod is not stopped while nothing can be read. Fix: %s",
-                           p, reasons, " / ".join(getattr(s, "fix", s.name) for s in self.signals))
+            self.log.error(
+                "%sNo signal readable (%s); the pod is not stopped while nothing can be read. Fix: %s",
+                p,
+                reasons,
+                " / ".join(getattr(s, "fix", s.name) for s in self.signals),
+            )
         elif decision == Decision.STOPPED:
             st.stop_failures, st.next_attempt = 0, 0.0
             self.log.info("%sPod %s is not running (%s); nothing to stop, still watching", p, self.pod_id, reasons)
         elif decision == Decision.BUSY:
             st.stop_failures, st.next_attempt = 0, 0.0
             busy = ", ".join(r.name for r in votes if r.status == BUSY)
-            self.log.info("%sWork detected (%s); idle count reset%s", p, busy,
-                          f" from {previous}" if previous else "")
+            self.log.info("%sWork detected (%s); idle count reset%s", p, busy, f" from {previous}" if previous else "")
         elif decision == Decision.UNKNOWN:
             self.log.warning("%sSignal unavailable (%s); idle count stays at %d/%d", p, reasons, st.idle_count, limit)
         else:
             self.log.info("%sidle (%d/%d)", p, st.idle_count, limit)
             if decision == Decision.WAIT_RUNTIME:
-                self.log.info("%sIdle limit reached, but the pod has run %.0fs of the %gs minimum runtime; not stopping yet",
-                              p, runtimes[-1], policy.min_runtime)
+                self.log.info(
+                    "%sIdle limit reached, but the pod has run %.0fs of the %gs minimum runtime; not stopping yet",
+                    p,
+                    runtimes[-1],
+                    policy.min_runtime,
+                )
             elif decision == Decision.HOLD:
-                self.log.info("%sIdle limit reached, but it is peak hours (%s, --peak-preset off); not stopping",
-                              p, st.peak)
+                self.log.info(
+                    "%sIdle limit reached, but it is peak hours (%s, --peak-preset off); not stopping", p, st.peak
+                )
             elif decision == Decision.STOP:
                 outcome = self._stop(now, runtimes[-1] if runtimes else None)
         self.save()
@@ -272,7 +298,9 @@ class Monitor:
                     self.log.warning("%sGPU utilization unavailable: %s", p, r.detail)
             elif r.warn:
                 self.log.warning("%s%s: %s", p, r.name, r.detail)
-        parts = [f"{r.name}={r.status}" + ("" if r.name == "gpu" or not r.detail else f" ({r.detail})") for r in readings]
+        parts = [
+            f"{r.name}={r.status}" + ("" if r.name == "gpu" or not r.detail else f" ({r.detail})") for r in readings
+        ]
         if parts:
             self.log.info("%sSignals: %s", p, ", ".join(parts))
 
@@ -281,16 +309,35 @@ class Monitor:
         verb = "terminate" if self.action == "terminate" else "stop"
         age = f", runtime {runtime:.0f}s" if runtime is not None else ""
         if self.dry_run:
-            self.log.info("%sIdle limit reached (%d/%d%s): [dry-run] would %s pod %s",
-                          p, st.idle_count, self.policy.idle_limit, age, verb, self.pod_id or "(no pod id)")
+            self.log.info(
+                "%sIdle limit reached (%d/%d%s): [dry-run] would %s pod %s",
+                p,
+                st.idle_count,
+                self.policy.idle_limit,
+                age,
+                verb,
+                self.pod_id or "(no pod id)",
+            )
             st.stopped_at, st.idle_count = now, 0
             return WOULD_STOP
         if now < st.next_attempt:
-            self.log.info("%sIdle limit reached; next %s attempt in %s (backoff after %d failure(s))",
-                          p, verb, seconds(st.next_attempt - now), st.stop_failures)
+            self.log.info(
+                "%sIdle limit reached; next %s attempt in %s (backoff after %d failure(s))",
+                p,
+                verb,
+                seconds(st.next_attempt - now),
+                st.stop_failures,
+            )
             return BACKOFF
-        self.log.info("%sIdle limit reached (%d/%d%s): %s pod %s",
-                      p, st.idle_count, self.policy.idle_limit, age, "terminating" if verb == "terminate" else "stopping", self.pod_id)
+        self.log.info(
+            "%sIdle limit reached (%d/%d%s): %s pod %s",
+            p,
+            st.idle_count,
+            self.policy.idle_limit,
+            age,
+            "terminating" if verb == "terminate" else "stopping",
+            self.pod_id,
+        )
         assert self.client is not None
         try:
             status = self.client.act(self.action)
@@ -298,10 +345,12 @@ class Monitor:
             st.stop_failures += 1
             delay = backoff_delay(st.stop_failures, self.policy.check_interval)
             st.next_attempt = now + delay
-            self.log.error("%sPod %s %s failed (%s); still monitoring, retrying in %s",
-                           p, self.pod_id, verb, exc, seconds(delay))
+            self.log.error(
+                "%sPod %s %s failed (%s); still monitoring, retrying in %s", p, self.pod_id, verb, exc, seconds(delay)
+            )
             return FAILED
-        self.log.info("%sPod %s %s succeeded (status %s)", p, self.pod_id,
-                      "terminate" if verb == "terminate" else "stop", status)
+        self.log.info(
+            "%sPod %s %s succeeded (status %s)", p, self.pod_id, "terminate" if verb == "terminate" else "stop", status
+        )
         st.stopped_at, st.idle_count, st.stop_failures, st.next_attempt = now, 0, 0, 0.0
         return STOPPED

@@ -51,8 +51,9 @@ class Parser(argparse.ArgumentParser):
         self.secrets = secret_values(argv, self)
         args, extras = self.parse_known_args(argv)
         if extras:
-            shown = [t.split("=", 1)[0] + ("=***" if "=" in t else "") if t.startswith("-") else "(a value)"
-                     for t in extras]
+            shown = [
+                t.split("=", 1)[0] + ("=***" if "=" in t else "") if t.startswith("-") else "(a value)" for t in extras
+            ]
             self.error("unrecognized arguments: " + " ".join(shown))
         return args
 
@@ -85,12 +86,26 @@ class _Number:
 
 
 _NUMBERS = (
-    _Number("idle_threshold", "--idle-threshold", "IDLE_THRESHOLD", float, lambda v: 0 < v <= 100, "a percentage above 0 and at most 100"),
+    _Number(
+        "idle_threshold",
+        "--idle-threshold",
+        "IDLE_THRESHOLD",
+        float,
+        lambda v: 0 < v <= 100,
+        "a percentage above 0 and at most 100",
+    ),
     _Number("check_interval", "--check-interval", "CHECK_INTERVAL", float, _positive, "a number of seconds above 0"),
     _Number("idle_limit", "--idle-limit", "IDLE_LIMIT", int, lambda v: v >= 1, "a whole number of checks, at least 1"),
     _Number("min_runtime", "--min-runtime", "MIN_RUNTIME", float, lambda v: v >= 0, "a number of seconds, at least 0"),
     _Number("api_timeout", "--api-timeout", "RUNPOD_API_TIMEOUT", float, _positive, "a number of seconds above 0"),
-    _Number("unknown_grace", "--unknown-grace", "WATCHDOG_UNKNOWN_GRACE", float, lambda v: v >= 0, "a number of seconds, at least 0"),
+    _Number(
+        "unknown_grace",
+        "--unknown-grace",
+        "WATCHDOG_UNKNOWN_GRACE",
+        float,
+        lambda v: v >= 0,
+        "a number of seconds, at least 0",
+    ),
 )
 
 
@@ -110,19 +125,35 @@ def build_parser() -> argparse.ArgumentParser:
     a("--idle-limit", metavar="N", help="consecutive idle checks before stopping (env IDLE_LIMIT; 5)")
     a("--min-runtime", metavar="SECONDS", help="never stop a pod younger than this (env MIN_RUNTIME; 600)")
     a("--action", help="stop (default; disk kept) or terminate (pod and volume deleted; command line only)")
-    a("--source", help="GPU utilisation from nvml (default), runpod (API, for a separate server) or none (env WATCHDOG_SOURCE)")
-    a("--jupyter-url", help="watch this Jupyter Server (env JUPYTER_URL); default: every server found "
-      "in Jupyter's runtime directory (jpserver-*.json)")
+    a(
+        "--source",
+        help="GPU utilisation from nvml (default), runpod (API, for a separate server) or none (env WATCHDOG_SOURCE)",
+    )
+    a(
+        "--jupyter-url",
+        help="watch this Jupyter Server (env JUPYTER_URL); default: every server found "
+        "in Jupyter's runtime directory (jpserver-*.json)",
+    )
     a("--jupyter-token", help="Jupyter token (env JUPYTER_TOKEN); never logged")
     a("--health-url", help="health endpoint answering JSON busy/last_activity (env HEALTH_URL)")
     a("--activity-file", help="reviewkit activity file (env REVIEWKIT_ACTIVITY_FILE; ~/.cache/reviewkit/activity.json)")
     a("--state-file", help="state file (env WATCHDOG_STATE_FILE; ~/.cache/reviewkit/watchdog-state.json)")
     a("--api-timeout", metavar="SECONDS", help="deadline for one RunPod API call (env RUNPOD_API_TIMEOUT; 30)")
-    a("--unknown-grace", metavar="SECONDS", help="a signal unknown this long is dropped from the vote "
-      "with an ERROR (env WATCHDOG_UNKNOWN_GRACE; 1800)")
-    a("--peak-hours", metavar="HH:MM-HH:MM", help="daily window with another preset, e.g. 09:00-18:00 (env WATCHDOG_PEAK_HOURS)")
-    a("--peak-preset", help="preset during peak hours: " + ", ".join(PRESETS) + " or off (no stopping); "
-      "env WATCHDOG_PEAK_PRESET; default conservative")
+    a(
+        "--unknown-grace",
+        metavar="SECONDS",
+        help="a signal unknown this long is dropped from the vote with an ERROR (env WATCHDOG_UNKNOWN_GRACE; 1800)",
+    )
+    a(
+        "--peak-hours",
+        metavar="HH:MM-HH:MM",
+        help="daily window with another preset, e.g. 09:00-18:00 (env WATCHDOG_PEAK_HOURS)",
+    )
+    a(
+        "--peak-preset",
+        help="preset during peak hours: " + ", ".join(PRESETS) + " or off (no stopping); "
+        "env WATCHDOG_PEAK_PRESET; default conservative",
+    )
     a("--timezone", help="IANA time zone of --peak-hours, e.g. Asia/Seoul (env WATCHDOG_TIMEZONE; local time)")
     a("--log-file", help="also append the log to this file")
     a("--once", action="store_true", help="one check, then exit (for cron); state in --state-file")
@@ -175,8 +206,10 @@ def resolve(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.action not in ("stop", "terminate"):
         err(f"argument --action: invalid choice {args.action!r} (choose from stop, terminate)")
     if args.action == "terminate" and not from_flag:
-        err("WATCHDOG_ACTION=terminate is refused: terminate deletes the pod and its volume, "
-            "so it must be given on the command line (--action terminate)")
+        err(
+            "WATCHDOG_ACTION=terminate is refused: terminate deletes the pod and its volume, "
+            "so it must be given on the command line (--action terminate)"
+        )
     args.source = _pick(args, "source", "WATCHDOG_SOURCE", "nvml")
     if args.source not in ("nvml", "runpod", "none"):
         err(f"argument --source: invalid choice {args.source!r} (choose from nvml, runpod, none)")
@@ -204,11 +237,15 @@ def resolve(argv: Sequence[str] | None = None) -> argparse.Namespace:
         err("argument --peak-hours: cannot be combined with --simulate (a trace has no time of day)")
     needs_api = not args.dry_run or args.source == "runpod"
     if needs_api and not args.api_key:
-        err("argument --api-key: missing RunPod API key (pass --api-key or set RUNPOD_API_KEY"
-            + (")" if args.dry_run else ", or use --dry-run)"))
+        err(
+            "argument --api-key: missing RunPod API key (pass --api-key or set RUNPOD_API_KEY"
+            + (")" if args.dry_run else ", or use --dry-run)")
+        )
     if needs_api and not args.pod_id:
-        err("argument --pod-id: missing pod id (pass --pod-id or set RUNPOD_POD_ID"
-            + (")" if args.dry_run else ", or use --dry-run)"))
+        err(
+            "argument --pod-id: missing pod id (pass --pod-id or set RUNPOD_POD_ID"
+            + (")" if args.dry_run else ", or use --dry-run)")
+        )
     if needs_api and importlib.util.find_spec("runpod") is None:
         err("the runpod SDK is not installed (pip install runpod); use --dry-run to watch without it")
     if args.utilization_trace:
@@ -219,8 +256,6 @@ def resolve(argv: Sequence[str] | None = None) -> argparse.Namespace:
     else:
         args.trace = None
     return args
-
-
 
 
 def _peak(args: argparse.Namespace, err: Callable[[str], NoReturn]) -> PeakHours | None:

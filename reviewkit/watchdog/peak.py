@@ -40,8 +40,10 @@ def load_zone(name: str | None) -> tzinfo | None:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (an IANA name such as Asia/Seoul; "
-                         "without system time zone data: pip install tzdata)") from None
+        raise ValueError(
+            f"unknown time zone {name!r} (an IANA name such as Asia/Seoul; "
+            "without system time zone data: pip install tzdata)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,12 @@ class PeakHours:
         if self.preset == OFF:
             return None
         values = PRESETS[self.preset]
-        return IdlePolicy(float(values["idle_threshold"]), base.check_interval,
-                          int(values["idle_limit"]), float(values["min_runtime"]))
+        return IdlePolicy(
+            float(values["idle_threshold"]),
+            base.check_interval,
+            int(values["idle_limit"]),
+            float(values["min_runtime"]),
+        )
 
 
 def policy_at(base: IdlePolicy, peak: PeakHours | None, epoch: float) -> tuple[IdlePolicy, bool, bool]:

@@ -54,7 +54,7 @@ class IdlePolicy:
     min_runtime: float = 600.0
 
     @classmethod
-    def preset(cls, name: str) -> "IdlePolicy":
+    def preset(cls, name: str) -> IdlePolicy:
         """The seed's named preset (``aggressive``, ``default``, ``conservative``)."""
         values = PRESETS[name]
         return cls(

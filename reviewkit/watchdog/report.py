@@ -56,12 +56,17 @@ class WatchdogStatus:
         if self.found:
             when = _clock(self.last_check)
             lines.append(f"  last check {when}, {self.checks} check(s); decision: {self.decision}")
-            lines.append(f"  idle count {self.idle_count}/{self.idle_limit}, check every {self.check_interval:g}s, "
-                         f"min runtime {self.min_runtime:g}s" + (f", peak hours {self.peak}" if self.peak else ""))
+            lines.append(
+                f"  idle count {self.idle_count}/{self.idle_limit}, check every {self.check_interval:g}s, "
+                f"min runtime {self.min_runtime:g}s" + (f", peak hours {self.peak}" if self.peak else "")
+            )
             for name, (status, detail) in self.signals.items():
                 lines.append(f"  {name}: {status}" + (f" ({detail})" if detail else ""))
-            stop = (f"at {_clock(self.would_stop_at)} if every check until then is idle"
-                    if self.would_stop_at is not None else "not while the pod is stopped or in peak hours (off)")
+            stop = (
+                f"at {_clock(self.would_stop_at)} if every check until then is idle"
+                if self.would_stop_at is not None
+                else "not while the pod is stopped or in peak hours (off)"
+            )
             lines.append(f"  would stop: {stop}")
         pod = f"Pod {self.pod_id or '(unknown)'}"
         if self.desired_status:
@@ -115,7 +120,11 @@ def status(
         report.pod_id = state.pod_id
         report.last_check, report.checks = state.last_wall_check, state.checks
         report.idle_count, report.decision, report.peak = state.idle_count, state.decision, state.peak
-        report.idle_limit, report.check_interval, report.min_runtime = state.idle_limit, state.check_interval, state.min_runtime
+        report.idle_limit, report.check_interval, report.min_runtime = (
+            state.idle_limit,
+            state.check_interval,
+            state.min_runtime,
+        )
         report.signals = {k: (v[0], v[1]) for k, v in state.signals.items() if len(v) == 2}
         if state.pod_uptime is not None and state.pod_uptime_at is not None:
             report.uptime_seconds = state.pod_uptime + (now - state.pod_uptime_at)

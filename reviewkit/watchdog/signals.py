@@ -98,8 +98,9 @@ def parse_time(value: Any) -> float:
         except ValueError:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
             if parsed.tzinfo is None:
-                raise ValueError(f"{value!r} has no time zone (naive local time?); "
-                                 "write epoch seconds or ISO 8601 with Z or +09:00") from None
+                raise ValueError(
+                    f"{value!r} has no time zone (naive local time?); write epoch seconds or ISO 8601 with Z or +09:00"
+                ) from None
             return parsed.timestamp()
     else:
         raise ValueError(f"not a time: {value!r}")
@@ -197,8 +198,10 @@ class ActivityFileSignal:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = _activity.activity_path(path)
-        self.fix = (f"make {self.path} readable (or delete it), and point the notebook and the "
-                    f"watchdog at the same file with {_activity.ENV_VAR} or --activity-file")
+        self.fix = (
+            f"make {self.path} readable (or delete it), and point the notebook and the "
+            f"watchdog at the same file with {_activity.ENV_VAR} or --activity-file"
+        )
 
     def read(self, since: float) -> Reading:
         try:

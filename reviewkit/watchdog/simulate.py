@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from reviewkit.watchdog.policy import Decision, IdlePolicy, step
 from reviewkit.watchdog.gpu import GpuSignal
+from reviewkit.watchdog.policy import Decision, IdlePolicy, step
 from reviewkit.watchdog.signals import IDLE
 from reviewkit.watchdog.trace import TraceEnded, TraceReader
 
@@ -141,9 +141,7 @@ def simulate(
             continue
         outcome = step(policy, count, [reading], runtime=now - result.start)
         count = outcome.idle_count
-        result.timeline.append(
-            TimelineRow(now, reading.values, outcome.verdict, count, outcome.decision)
-        )
+        result.timeline.append(TimelineRow(now, reading.values, outcome.verdict, count, outcome.decision))
         if outcome.decision == Decision.STOP:
             result.stop_time = now
     return result

@@ -63,7 +63,7 @@ class WatchdogState:
         return {"version": VERSION, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: Any) -> "WatchdogState":
+    def from_json(cls, data: Any) -> WatchdogState:
         if not isinstance(data, dict) or data.get("version") != VERSION:
             raise ValueError("not a watchdog state (missing or wrong 'version')")
         known = {f.name for f in fields(cls)}
@@ -112,9 +112,7 @@ def load_state(
         log.info("State file %s belongs to another pod or clock; starting afresh", target)
         return fresh
     gap = max(SESSION_GAP_SECONDS, 10 * interval)
-    stale = state.last_check is not None and (
-        now - state.last_check > gap or now < state.last_check
-    )
+    stale = state.last_check is not None and (now - state.last_check > gap or now < state.last_check)
     if clock == "wall" and stale:
         log.info("State file %s is from an earlier session; starting afresh", target)
         return fresh

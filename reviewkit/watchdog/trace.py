@@ -66,15 +66,11 @@ def load_trace(path: str | os.PathLike[str]) -> tuple[list[str], list[TraceRow]]
             if not cells or all(not c.strip() for c in cells):
                 continue
             if len(cells) != len(header):
-                raise TraceFormatError(
-                    f"{source}:{line_no}: {len(cells)} cells, header has {len(header)}"
-                )
+                raise TraceFormatError(f"{source}:{line_no}: {len(cells)} cells, header has {len(header)}")
             try:
                 seconds = float(cells[time_col])
             except ValueError:
-                raise TraceFormatError(
-                    f"{source}:{line_no}: seconds {cells[time_col]!r} is not a number"
-                ) from None
+                raise TraceFormatError(f"{source}:{line_no}: seconds {cells[time_col]!r} is not a number") from None
             if rows and seconds < rows[-1].seconds:
                 raise TraceFormatError(f"{source}:{line_no}: seconds go backwards")
             values: list[float | None] = []
@@ -88,9 +84,7 @@ def load_trace(path: str | os.PathLike[str]) -> tuple[list[str], list[TraceRow]]
                 except ValueError:
                     value = -1.0
                 if not 0.0 <= value <= 100.0:
-                    raise TraceFormatError(
-                        f"{source}:{line_no}: {header[i]} = {text!r} is not a percentage"
-                    )
+                    raise TraceFormatError(f"{source}:{line_no}: {header[i]} = {text!r} is not a percentage")
                 values.append(value)
             rows.append(TraceRow(seconds, tuple(values)))
     if not rows:
@@ -133,8 +127,11 @@ class TraceReader:
         row = self.rows[self.position]
         self.position += 1
         missing = [self.columns[i] for i, v in enumerate(row.values) if v is None]
-        self.errors = {f"gpu{i}": f"t={row.seconds:g}s: no value for {self.columns[i]}"
-                       for i, v in enumerate(row.values) if v is None}
+        self.errors = {
+            f"gpu{i}": f"t={row.seconds:g}s: no value for {self.columns[i]}"
+            for i, v in enumerate(row.values)
+            if v is None
+        }
         if len(missing) == len(row.values):
             raise SignalError(f"t={row.seconds:g}s: no value for {', '.join(missing)}")
         return list(row.values)

@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from wd_support import API_KEY, REPO, TRACES, WATCHDOG_ENV, Runner, assert_no_key, write_trace
+
 from reviewkit.watchdog import PRESETS, IdlePolicy
 from reviewkit.watchdog.cli import main, resolve
 
@@ -26,8 +26,18 @@ def test_seed_defaults_and_presets() -> None:
     args = resolve(["--dry-run"])
     assert (args.idle_threshold, args.check_interval, args.idle_limit, args.min_runtime) == (5.0, 60.0, 5, 600.0)
     assert args.action == "stop" and args.source == "nvml" and not args.once
-    assert dict(PRESETS["aggressive"]) == {"idle_threshold": 5.0, "check_interval": 60.0, "idle_limit": 3, "min_runtime": 300.0}
-    assert dict(PRESETS["conservative"]) == {"idle_threshold": 3.0, "check_interval": 60.0, "idle_limit": 10, "min_runtime": 1800.0}
+    assert dict(PRESETS["aggressive"]) == {
+        "idle_threshold": 5.0,
+        "check_interval": 60.0,
+        "idle_limit": 3,
+        "min_runtime": 300.0,
+    }
+    assert dict(PRESETS["conservative"]) == {
+        "idle_threshold": 3.0,
+        "check_interval": 60.0,
+        "idle_limit": 10,
+        "min_runtime": 1800.0,
+    }
     assert IdlePolicy.preset("default") == IdlePolicy(5.0, 60.0, 5, 600.0)
     cons = resolve(["--dry-run", "--preset", "conservative"])
     assert (cons.idle_threshold, cons.idle_limit, cons.min_runtime) == (3.0, 10, 1800.0)
@@ -79,12 +89,17 @@ INVALID = [
     (["--peak-hours", "09:00-18:00", "--peak-preset", "lazy"], "--peak-preset"),
     (["--peak-hours", "09:00-18:00", "--timezone", "Mars/Olympus"], "--timezone"),
     (["--peak-preset", "off"], "--peak-hours"),
-    (["--peak-hours", "09:00-18:00", "--simulate", "--utilization-trace", str(TRACES / "multi_gpu.csv")], "--peak-hours"),
+    (
+        ["--peak-hours", "09:00-18:00", "--simulate", "--utilization-trace", str(TRACES / "multi_gpu.csv")],
+        "--peak-hours",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("argv", "option"), INVALID, ids=[" ".join(a)[:40] for a, _ in INVALID])
-def test_invalid_flags_exit_2_naming_the_option(argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_flags_exit_2_naming_the_option(
+    argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["--dry-run", "--once", "--api-key", API_KEY, *argv]) == 2
     err = capsys.readouterr().err
     assert option in err
@@ -93,12 +108,18 @@ def test_invalid_flags_exit_2_naming_the_option(argv: list[str], option: str, ca
 
 @pytest.mark.parametrize(
     ("env", "value", "option"),
-    [("IDLE_THRESHOLD", "5%", "--idle-threshold"), ("CHECK_INTERVAL", "soon", "--check-interval"),
-     ("IDLE_LIMIT", "-1", "--idle-limit"), ("MIN_RUNTIME", "ten", "--min-runtime"),
-     ("WATCHDOG_ACTION", "delete", "--action"), ("WATCHDOG_PRESET", "x", "--preset")],
+    [
+        ("IDLE_THRESHOLD", "5%", "--idle-threshold"),
+        ("CHECK_INTERVAL", "soon", "--check-interval"),
+        ("IDLE_LIMIT", "-1", "--idle-limit"),
+        ("MIN_RUNTIME", "ten", "--min-runtime"),
+        ("WATCHDOG_ACTION", "delete", "--action"),
+        ("WATCHDOG_PRESET", "x", "--preset"),
+    ],
 )
-def test_invalid_env_exits_2_naming_variable_and_option(env: str, value: str, option: str, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_env_exits_2_naming_variable_and_option(
+    env: str, value: str, option: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv(env, value)
     assert main(["--dry-run"]) == 2
     err = capsys.readouterr().err
@@ -125,7 +146,9 @@ def test_no_error_message_echoes_a_secret(capsys: pytest.CaptureFixture[str], mo
     assert_no_key(capsys.readouterr().err)
 
 
-def test_terminate_must_be_on_the_command_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_terminate_must_be_on_the_command_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WATCHDOG_ACTION", "terminate")
     assert main(["--dry-run", "--once"]) == 2
     err = capsys.readouterr().err
@@ -139,11 +162,16 @@ def test_start_logs_the_activity_file_and_the_jupyter_directory(tmp_path: Path) 
     runner = Runner(tmp_path, None)
     proc = runner.run("--once", "--dry-run", "--source", "none", "--state-file", str(tmp_path / "s.json"))
     assert proc.returncode == 0, proc.stderr
-    assert f"Activity file: {tmp_path / 'activity.json'} (the notebook must use the same path: REVIEWKIT_ACTIVITY_FILE)" in proc.stderr
+    assert (
+        f"Activity file: {tmp_path / 'activity.json'} (the notebook must use the same path: REVIEWKIT_ACTIVITY_FILE)"
+        in proc.stderr
+    )
     assert f"Jupyter: servers found in {tmp_path / 'jupyter-runtime'}" in proc.stderr
 
 
-def test_missing_key_or_pod_is_an_error_unless_dry_run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_key_or_pod_is_an_error_unless_dry_run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["--pod-id", "abc"]) == 2
     assert "--api-key" in capsys.readouterr().err
     assert main(["--api-key", API_KEY]) == 2
@@ -159,7 +187,10 @@ def test_missing_key_or_pod_is_an_error_unless_dry_run(capsys: pytest.CaptureFix
 
 def test_dry_run_needs_no_credentials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = write_trace(tmp_path / "t.csv", [0, 0])
-    assert main(["--dry-run", "--simulate", "--utilization-trace", str(trace), "--idle-limit", "2", "--min-runtime", "0"]) == 0
+    assert (
+        main(["--dry-run", "--simulate", "--utilization-trace", str(trace), "--idle-limit", "2", "--min-runtime", "0"])
+        == 0
+    )
     captured = capsys.readouterr()
     assert "would stop at t=60s" in captured.out
     assert "[dry-run] would stop pod (no pod id)" in captured.err
@@ -177,8 +208,9 @@ def test_unreadable_nvml_is_never_idle(tmp_path: Path) -> None:
         pass
     runner = Runner(tmp_path, None)
     for _ in range(2):
-        proc = runner.run("--once", "--dry-run", "--idle-limit", "1", "--min-runtime", "0",
-                          "--state-file", str(tmp_path / "s.json"))
+        proc = runner.run(
+            "--once", "--dry-run", "--idle-limit", "1", "--min-runtime", "0", "--state-file", str(tmp_path / "s.json")
+        )
         assert proc.returncode == 0
         assert "WARNING - GPU utilization unavailable: NVML" in proc.stderr
         assert "idle count stays at 0/1" in proc.stderr
@@ -212,13 +244,28 @@ BLOCKER = textwrap.dedent(
 def test_import_path_is_clean(api: bool, tmp_path: Path, runpod_api) -> None:
     if api:  # a real-time replay that stops the pod through the SDK
         trace = write_trace(tmp_path / "t.csv", [0] * 20)
-        args = ["--utilization-trace", str(trace), "--check-interval", "0.05", "--idle-limit", "2",
-                "--min-runtime", "0", "--state-file", str(tmp_path / "s.json"), "--api-key", API_KEY, "--pod-id", "abc123"]
+        args = [
+            "--utilization-trace",
+            str(trace),
+            "--check-interval",
+            "0.05",
+            "--idle-limit",
+            "2",
+            "--min-runtime",
+            "0",
+            "--state-file",
+            str(tmp_path / "s.json"),
+            "--api-key",
+            API_KEY,
+            "--pod-id",
+            "abc123",
+        ]
     else:
         args = ["--simulate", "--utilization-trace", str(TRACES / "notebook_evening.csv")]
     runner = Runner(tmp_path, runpod_api)
-    proc = subprocess.run([sys.executable, "-c", BLOCKER, *args], cwd=REPO, env=runner.env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKER, *args], cwd=REPO, env=runner.env, capture_output=True, text=True, timeout=60
+    )
     assert "LOADED [] EXIT 0" in proc.stdout, proc.stderr[-3000:]
     if api:
         assert runpod_api.ops() == ["pod", "podStop"] and "Pod abc123 stop succeeded" in proc.stderr
@@ -230,8 +277,9 @@ def test_import_path_is_clean(api: bool, tmp_path: Path, runpod_api) -> None:
 def test_sigterm_ends_the_loop_cleanly(tmp_path: Path) -> None:
     runner = Runner(tmp_path, None)
     try:
-        proc = runner.start("--dry-run", "--source", "none", "--check-interval", "0.1",
-                            "--state-file", str(tmp_path / "s.json"))
+        proc = runner.start(
+            "--dry-run", "--source", "none", "--check-interval", "0.1", "--state-file", str(tmp_path / "s.json")
+        )
         assert proc.stderr is not None
         assert "Watchdog started" in proc.stderr.readline()
         proc.send_signal(signal.SIGTERM)

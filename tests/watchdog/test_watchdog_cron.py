@@ -50,8 +50,21 @@ def test_cron_falls_back_to_first_start_when_api_is_down(cli: Runner, runpod_api
     runpod_api.plan["pod"] = ["500"] * 10
     trace = write_trace(cli.tmp / "t.csv", [IDLE] * 5)
     state = cli.tmp / "state.json"
-    args = ("--once", "--api-key", API_KEY, "--pod-id", POD_ID, "--utilization-trace", str(trace),
-            "--state-file", str(state), "--idle-limit", "2", "--min-runtime", "4")
+    args = (
+        "--once",
+        "--api-key",
+        API_KEY,
+        "--pod-id",
+        POD_ID,
+        "--utilization-trace",
+        str(trace),
+        "--state-file",
+        str(state),
+        "--idle-limit",
+        "2",
+        "--min-runtime",
+        "4",
+    )
     assert "idle (1/2)" in cli.run(*args).stderr
     first_start = json.loads(state.read_text())["first_start"]
     err = cli.run(*args).stderr
@@ -67,9 +80,23 @@ def test_cron_falls_back_to_first_start_when_api_is_down(cli: Runner, runpod_api
 def test_cron_failed_stop_exits_1_and_backs_off(cli: Runner, runpod_api: FakeRunPod) -> None:
     runpod_api.plan["podStop"] = ["500"]
     trace = write_trace(cli.tmp / "t.csv", [IDLE] * 5)
-    args = ("--once", "--api-key", API_KEY, "--pod-id", POD_ID, "--utilization-trace", str(trace),
-            "--state-file", str(cli.tmp / "s.json"), "--idle-limit", "1", "--min-runtime", "0",
-            "--check-interval", "0.5")
+    args = (
+        "--once",
+        "--api-key",
+        API_KEY,
+        "--pod-id",
+        POD_ID,
+        "--utilization-trace",
+        str(trace),
+        "--state-file",
+        str(cli.tmp / "s.json"),
+        "--idle-limit",
+        "1",
+        "--min-runtime",
+        "0",
+        "--check-interval",
+        "0.5",
+    )
     proc = cli.run(*args)
     assert proc.returncode == 1 and "retrying in 0.5s" in proc.stderr
     saved = json.loads((cli.tmp / "s.json").read_text())
@@ -107,8 +134,19 @@ def test_cron_simulated_trace_time(cli: Runner) -> None:
     """--once --simulate walks a trace one row per run, min runtime in trace time."""
     state = cli.tmp / "state.json"
     trace = write_trace(cli.tmp / "t.csv", [IDLE] * 6, step=300)
-    args = ("--once", "--simulate", "--dry-run", "--utilization-trace", str(trace), "--state-file", str(state),
-            "--idle-limit", "2", "--min-runtime", "900")
+    args = (
+        "--once",
+        "--simulate",
+        "--dry-run",
+        "--utilization-trace",
+        str(trace),
+        "--state-file",
+        str(state),
+        "--idle-limit",
+        "2",
+        "--min-runtime",
+        "900",
+    )
     outputs = [cli.run(*args).stderr for _ in range(4)]
     assert "[t=0s] idle (1/2)" in outputs[0]
     assert "[t=300s] Idle limit reached, but the pod has run 300s of the 900s" in outputs[1]
@@ -156,8 +194,21 @@ def test_overlapping_cron_runs_lose_no_update(cli: Runner) -> None:
 
 def test_overlapping_cron_runs_stop_once(cli: Runner, runpod_api: FakeRunPod) -> None:
     state = cli.tmp / "state.json"
-    args = ("--once", "--api-key", API_KEY, "--pod-id", POD_ID, "--source", "none", "--idle-limit", "2",
-            "--min-runtime", "0", "--state-file", str(state))
+    args = (
+        "--once",
+        "--api-key",
+        API_KEY,
+        "--pod-id",
+        POD_ID,
+        "--source",
+        "none",
+        "--idle-limit",
+        "2",
+        "--min-runtime",
+        "0",
+        "--state-file",
+        str(state),
+    )
     assert "idle (1/2)" in cli.run(*args).stderr
     runpod_api.hang_seconds = 1.5
     runpod_api.plan["podStop"] = ["slow"]
@@ -171,7 +222,17 @@ def test_overlapping_cron_runs_stop_once(cli: Runner, runpod_api: FakeRunPod) ->
 
 def test_a_second_loop_on_the_same_state_file_exits(cli: Runner) -> None:
     state = cli.tmp / "state.json"
-    args = ("--dry-run", "--source", "none", "--check-interval", "0.2", "--idle-limit", "1000", "--state-file", str(state))
+    args = (
+        "--dry-run",
+        "--source",
+        "none",
+        "--check-interval",
+        "0.2",
+        "--idle-limit",
+        "1000",
+        "--state-file",
+        str(state),
+    )
     first = LiveLog(cli.start(*args))
     first.wait_for("Signals:")
     second = cli.run(*args)
@@ -187,8 +248,22 @@ def test_no_readable_signal_never_stops_and_cron_exits_nonzero(cli: Runner) -> N
     env = cli.fake_nvml([{"lost": True}])
     broken = cli.tmp / "activity-dir"
     broken.mkdir()
-    args = ("--once", "--dry-run", "--jupyter-url", "http://127.0.0.1:9", "--activity-file", str(broken),
-            "--idle-limit", "1", "--min-runtime", "0", "--unknown-grace", "0", "--state-file", str(cli.tmp / "s.json"))
+    args = (
+        "--once",
+        "--dry-run",
+        "--jupyter-url",
+        "http://127.0.0.1:9",
+        "--activity-file",
+        str(broken),
+        "--idle-limit",
+        "1",
+        "--min-runtime",
+        "0",
+        "--unknown-grace",
+        "0",
+        "--state-file",
+        str(cli.tmp / "s.json"),
+    )
     for _ in range(2):
         proc = cli.run(*args, env=env)
         assert proc.returncode == 3, proc.stderr

@@ -6,7 +6,6 @@ import asyncio
 import json
 import threading
 import time
-from typing import Any
 
 from wd_support import FakeRunPod, Jupyter, LiveLog, Runner, wait_reply
 
@@ -26,20 +25,27 @@ def test_servers_are_found_from_their_runtime_files(jupyter: Jupyter) -> None:
     assert JupyterSignal(directory=stale).read(time.time()).status == IDLE
 
 
-def test_cpu_only_cell_found_without_flags_blocks_the_stop(jupyter: Jupyter, cli: Runner, runpod_api: FakeRunPod) -> None:
+def test_cpu_only_cell_found_without_flags_blocks_the_stop(
+    jupyter: Jupyter, cli: Runner, runpod_api: FakeRunPod
+) -> None:
     """No --jupyter-url: the watchdog finds the server; a pandas-like CPU loop (0 % GPU) is work."""
     kernel_id, client = jupyter.start_kernel()
     release = cli.tmp / "release"
     try:
         msg_id = client.execute(
-            "import os\n"
-            f"while not os.path.exists({str(release)!r}):\n    sum(i * i for i in range(200_000))\n"
+            f"import os\nwhile not os.path.exists({str(release)!r}):\n    sum(i * i for i in range(200_000))\n"
         )
         deadline = time.time() + 10
         while jupyter.kernel_state(kernel_id) != "busy" and time.time() < deadline:
             time.sleep(0.05)
-        live = LiveLog(cli.start(*WATCH, "--state-file", str(cli.tmp / "state.json"),
-                                 env={"JUPYTER_RUNTIME_DIR": str(jupyter.runtime_dir)}))
+        live = LiveLog(
+            cli.start(
+                *WATCH,
+                "--state-file",
+                str(cli.tmp / "state.json"),
+                env={"JUPYTER_RUNTIME_DIR": str(jupyter.runtime_dir)},
+            )
+        )
         live.wait_for(lambda t: t.count("jupyter=busy (1 kernel(s) busy") >= 5)
         assert "would stop" not in live.text
         release.touch()
@@ -81,6 +87,7 @@ def test_terminal_output_is_not_work(jupyter: Jupyter, cli: Runner) -> None:
     thread = threading.Thread(target=_terminal_printing, args=(jupyter, name, stop), daemon=True)
     thread.start()
     try:
+
         def terminal_activity() -> float:
             term = next(t for t in jupyter.api("GET", "/api/terminals") if t["name"] == name)
             return parse_time(term["last_activity"])
@@ -90,8 +97,16 @@ def test_terminal_output_is_not_work(jupyter: Jupyter, cli: Runner) -> None:
             time.sleep(0.1)
         assert time.time() - terminal_activity() < 1, "the terminal is not printing"
         # Given by URL and token, as before discovery: the server's terminals are in plain view.
-        live = LiveLog(cli.start(*WATCH, "--jupyter-url", jupyter.url, "--state-file", str(cli.tmp / "state.json"),
-                                 env={"JUPYTER_TOKEN": jupyter.token}))
+        live = LiveLog(
+            cli.start(
+                *WATCH,
+                "--jupyter-url",
+                jupyter.url,
+                "--state-file",
+                str(cli.tmp / "state.json"),
+                env={"JUPYTER_TOKEN": jupyter.token},
+            )
+        )
         live.wait_for("[dry-run] would stop pod")
         err = live.finish()
         assert time.time() - terminal_activity() < 1, "the terminal stopped printing during the test"
@@ -131,8 +146,18 @@ def test_wrong_token_or_dead_server_is_unknown(jupyter: Jupyter) -> None:
 
 def test_jupyter_403_is_dropped_after_the_unknown_grace(jupyter: Jupyter, cli: Runner) -> None:
     """A wrong token froze the idle count forever; after --unknown-grace the other signals decide."""
-    proc = cli.run(*WATCH, "--jupyter-url", jupyter.url, "--jupyter-token", "wrong-token-123",
-                   "--unknown-grace", "1", "--state-file", str(cli.tmp / "s.json"), timeout=30)
+    proc = cli.run(
+        *WATCH,
+        "--jupyter-url",
+        jupyter.url,
+        "--jupyter-token",
+        "wrong-token-123",
+        "--unknown-grace",
+        "1",
+        "--state-file",
+        str(cli.tmp / "s.json"),
+        timeout=30,
+    )
     err = proc.stderr
     assert proc.returncode == 0, err
     assert "WARNING - Signal unavailable (jupyter: HTTP 403" in err

@@ -28,8 +28,16 @@ def _assert_authenticated(api: FakeRunPod, pod: str = POD_ID) -> None:
 def test_simulate_never_calls_the_api_even_inside_a_pod(cli: Runner, runpod_api: FakeRunPod) -> None:
     """Inside a pod RUNPOD_POD_ID (and often the key) is set: a replay must not stop that pod."""
     trace = write_trace(cli.tmp / "t.csv", [BUSY, BUSY, BUSY, IDLE, IDLE, IDLE, IDLE, IDLE, IDLE])
-    proc = cli.run("--simulate", "--utilization-trace", str(trace), "--idle-limit", "3", "--min-runtime", "400",
-                   env={"RUNPOD_POD_ID": POD_ID, "RUNPOD_API_KEY": API_KEY})
+    proc = cli.run(
+        "--simulate",
+        "--utilization-trace",
+        str(trace),
+        "--idle-limit",
+        "3",
+        "--min-runtime",
+        "400",
+        env={"RUNPOD_POD_ID": POD_ID, "RUNPOD_API_KEY": API_KEY},
+    )
     assert proc.returncode == 0, proc.stderr
     assert runpod_api.calls == []
     err = proc.stderr
@@ -39,14 +47,30 @@ def test_simulate_never_calls_the_api_even_inside_a_pod(cli: Runner, runpod_api:
     assert "[t=420s] Idle limit reached (5/3, runtime 420s): [dry-run] would stop pod abc123" in err
     assert "would stop at t=420s" in proc.stdout and "idle seconds billed: 300" in proc.stdout
     first = err.splitlines()[0]  # the seed's log format
-    assert first[4] == "-" and first[19:28] == " - INFO -" and "Watchdog started: pod abc123, threshold 5%, interval 60s" in first
+    assert (
+        first[4] == "-"
+        and first[19:28] == " - INFO -"
+        and "Watchdog started: pod abc123, threshold 5%, interval 60s" in first
+    )
 
 
 def test_terminate_action(cli: Runner, runpod_api: FakeRunPod) -> None:
     trace = write_trace(cli.tmp / "t.csv", [IDLE] * 40)
-    proc = cli.run(*_api("pod-9_z"), "--utilization-trace", str(trace), "--check-interval", "0.1",
-                   "--idle-limit", "2", "--min-runtime", "0", "--action", "terminate",
-                   "--state-file", str(cli.tmp / "s.json"))
+    proc = cli.run(
+        *_api("pod-9_z"),
+        "--utilization-trace",
+        str(trace),
+        "--check-interval",
+        "0.1",
+        "--idle-limit",
+        "2",
+        "--min-runtime",
+        "0",
+        "--action",
+        "terminate",
+        "--state-file",
+        str(cli.tmp / "s.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert runpod_api.ops() == ["pod", "podTerminate"]
     _assert_authenticated(runpod_api, "pod-9_z")
@@ -58,14 +82,27 @@ def test_failures_are_logged_retried_with_backoff_and_key_scrubbed(cli: Runner, 
     # "500json": HTTP 500 with a JSON body without "data"; the SDK raises KeyError('data').
     runpod_api.plan["podStop"] = ["500", "401", "gqlerror", "500json"]
     trace = write_trace(cli.tmp / "t.csv", [IDLE] * 100)
-    proc = cli.run(*_api(), "--utilization-trace", str(trace), "--check-interval", "0.1", "--idle-limit", "2",
-                   "--min-runtime", "0", "--state-file", str(cli.tmp / "s.json"))
+    proc = cli.run(
+        *_api(),
+        "--utilization-trace",
+        str(trace),
+        "--check-interval",
+        "0.1",
+        "--idle-limit",
+        "2",
+        "--min-runtime",
+        "0",
+        "--state-file",
+        str(cli.tmp / "s.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert runpod_api.ops() == ["pod"] + ["podStop"] * 5
     _assert_authenticated(runpod_api)
     err = proc.stderr
     assert "Pod abc123 stop failed (podStop failed: JSONDecodeError" in err and "retrying in 0.1s" in err
-    assert "Pod abc123 stop failed (podStop failed: AuthenticationError: Unauthorized" in err and "retrying in 0.2s" in err
+    assert (
+        "Pod abc123 stop failed (podStop failed: AuthenticationError: Unauthorized" in err and "retrying in 0.2s" in err
+    )
     assert "Pod abc123 stop failed (podStop failed: QueryError: Something went wrong (key ***))" in err
     assert "Pod abc123 stop failed (podStop failed: KeyError: 'data'); still monitoring, retrying in 0.8s" in err
     assert "Idle limit reached; next stop attempt in" in err
@@ -79,8 +116,19 @@ def test_failures_are_logged_retried_with_backoff_and_key_scrubbed(cli: Runner, 
 def test_stop_keeps_failing_until_trace_ends(cli: Runner, runpod_api: FakeRunPod) -> None:
     runpod_api.plan["podStop"] = ["401"] * 50
     trace = write_trace(cli.tmp / "t.csv", [IDLE] * 6)
-    proc = cli.run(*_api(), "--utilization-trace", str(trace), "--check-interval", "0.05", "--idle-limit", "2",
-                   "--min-runtime", "0", "--state-file", str(cli.tmp / "s.json"))
+    proc = cli.run(
+        *_api(),
+        "--utilization-trace",
+        str(trace),
+        "--check-interval",
+        "0.05",
+        "--idle-limit",
+        "2",
+        "--min-runtime",
+        "0",
+        "--state-file",
+        str(cli.tmp / "s.json"),
+    )
     assert proc.returncode == 1
     assert "podStop" in runpod_api.ops() and "stop succeeded" not in proc.stderr
     assert "Utilization trace ended after 6 rows" in proc.stderr
@@ -90,8 +138,22 @@ def test_hanging_api_times_out_and_is_retried(cli: Runner, runpod_api: FakeRunPo
     runpod_api.plan["podStop"] = ["hang"]
     trace = write_trace(cli.tmp / "t.csv", [IDLE] * 60)
     started = time.time()
-    proc = cli.run(*_api(), "--utilization-trace", str(trace), "--check-interval", "0.1", "--idle-limit", "2",
-                   "--min-runtime", "0", "--api-timeout", "0.5", "--state-file", str(cli.tmp / "s.json"), timeout=30)
+    proc = cli.run(
+        *_api(),
+        "--utilization-trace",
+        str(trace),
+        "--check-interval",
+        "0.1",
+        "--idle-limit",
+        "2",
+        "--min-runtime",
+        "0",
+        "--api-timeout",
+        "0.5",
+        "--state-file",
+        str(cli.tmp / "s.json"),
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr
     assert time.time() - started < runpod_api.hang_seconds + 10
     assert runpod_api.ops() == ["pod", "podStop", "podStop"]
@@ -102,8 +164,20 @@ def test_loop_asks_uptime_only_at_idle_limit_and_waits_for_min_runtime(cli: Runn
     runpod_api.uptime = 0.5
     trace = write_trace(cli.tmp / "t.csv", [BUSY] * 3 + [IDLE] * 60)
     started = time.time()
-    proc = cli.run(*_api(), "--utilization-trace", str(trace), "--check-interval", "0.2", "--idle-limit", "3",
-                   "--min-runtime", "2", "--state-file", str(cli.tmp / "state.json"), timeout=60)
+    proc = cli.run(
+        *_api(),
+        "--utilization-trace",
+        str(trace),
+        "--check-interval",
+        "0.2",
+        "--idle-limit",
+        "3",
+        "--min-runtime",
+        "2",
+        "--state-file",
+        str(cli.tmp / "state.json"),
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     # One pod query (at the 3rd idle check, cached after), then the stop.
     assert runpod_api.ops() == ["pod", "podStop"]
@@ -125,8 +199,21 @@ def test_source_runpod_stopped_pod_null_gpu_and_resume(cli: Runner, runpod_api: 
     """From a separate server: null utilisation is unknown, a stopped pod is "stopped"
     (no stop call), and a resumed pod is watched (and stopped) again."""
     runpod_api.gpus = [None, 1.0]  # the API has no figure for gpu0: not 0 %
-    live = LiveLog(cli.start(*_api(), "--source", "runpod", "--check-interval", "0.15", "--idle-limit", "2",
-                             "--min-runtime", "0", "--state-file", str(cli.tmp / "state.json")))
+    live = LiveLog(
+        cli.start(
+            *_api(),
+            "--source",
+            "runpod",
+            "--check-interval",
+            "0.15",
+            "--idle-limit",
+            "2",
+            "--min-runtime",
+            "0",
+            "--state-file",
+            str(cli.tmp / "state.json"),
+        )
+    )
     live.wait_for(lambda t: t.count("idle count stays at 0/2") >= 4)
     assert "podStop" not in runpod_api.ops()
     assert "GPU utilization unavailable: RunPod API: 1%; unreadable gpu0: the API reports no utilisation" in live.text
@@ -135,7 +222,9 @@ def test_source_runpod_stopped_pod_null_gpu_and_resume(cli: Runner, runpod_api: 
     assert "podStop" not in runpod_api.ops()  # one GPU at 80 %: busy
     runpod_api.gpus = [2.0, 1.0]
     live.wait_for("Pod abc123 stop succeeded (status EXITED)")
-    live.wait_for(lambda t: t.count("Pod abc123 is not running (gpu: pod is EXITED); nothing to stop, still watching") >= 4)
+    live.wait_for(
+        lambda t: t.count("Pod abc123 is not running (gpu: pod is EXITED); nothing to stop, still watching") >= 4
+    )
     assert runpod_api.ops().count("podStop") == 1
     runpod_api.desired_status = "RUNNING"  # the user resumes the pod in the console
     live.wait_for(lambda t: t.count("stop succeeded") == 2)
@@ -149,8 +238,20 @@ def test_source_runpod_stopped_pod_null_gpu_and_resume(cli: Runner, runpod_api: 
 
 def test_dry_run_never_calls_the_api(cli: Runner, runpod_api: FakeRunPod) -> None:
     trace = write_trace(cli.tmp / "t.csv", [IDLE] * 10)
-    proc = cli.run(*_api(), "--dry-run", "--utilization-trace", str(trace), "--check-interval", "0.05",
-                   "--idle-limit", "2", "--min-runtime", "0", "--state-file", str(cli.tmp / "s.json"))
+    proc = cli.run(
+        *_api(),
+        "--dry-run",
+        "--utilization-trace",
+        str(trace),
+        "--check-interval",
+        "0.05",
+        "--idle-limit",
+        "2",
+        "--min-runtime",
+        "0",
+        "--state-file",
+        str(cli.tmp / "s.json"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert runpod_api.calls == []
     assert "[dry-run] would stop pod abc123" in proc.stderr

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from wd_support import API_KEY, POD_ID, FakeRunPod, Runner
 
 from reviewkit.watchdog import status
@@ -32,13 +31,27 @@ def test_peak_window_in_its_time_zone() -> None:
 
 
 def test_peak_hours_change_the_preset_or_hold_the_stop(cli: Runner) -> None:
-    base = ("--once", "--dry-run", "--source", "none", "--idle-limit", "1", "--min-runtime", "0", "--timezone", "Asia/Seoul")
+    base = (
+        "--once",
+        "--dry-run",
+        "--source",
+        "none",
+        "--idle-limit",
+        "1",
+        "--min-runtime",
+        "0",
+        "--timezone",
+        "Asia/Seoul",
+    )
     inside, outside = _window(-1, 1), _window(2, 3)
 
     proc = cli.run(*base, "--peak-hours", inside, "--peak-preset", "off", "--state-file", str(cli.tmp / "a.json"))
     assert proc.returncode == 0, proc.stderr
     assert f"Peak hours ({inside} Asia/Seoul): no stopping" in proc.stderr
-    assert f"Idle limit reached, but it is peak hours ({inside} Asia/Seoul, --peak-preset off); not stopping" in proc.stderr
+    assert (
+        f"Idle limit reached, but it is peak hours ({inside} Asia/Seoul, --peak-preset off); not stopping"
+        in proc.stderr
+    )
     assert "would stop" not in proc.stderr
 
     proc = cli.run(*base, "--peak-hours", inside, "--state-file", str(cli.tmp / "b.json"))  # conservative by default
@@ -94,8 +107,9 @@ def test_commands_refuse_abbreviations_without_echoing_the_key(cli: Runner, runp
     assert runpod_api.calls == []
 
 
-def test_status_in_a_notebook_and_on_the_command_line(cli: Runner, runpod_api: FakeRunPod,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_in_a_notebook_and_on_the_command_line(
+    cli: Runner, runpod_api: FakeRunPod, monkeypatch: pytest.MonkeyPatch
+) -> None:
     state = cli.tmp / "state.json"
     proc = cli.run("--once", "--api-key", API_KEY, "--pod-id", POD_ID, "--source", "none", "--state-file", str(state))
     assert proc.returncode == 0, proc.stderr

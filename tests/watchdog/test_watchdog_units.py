@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from wd_support import TRACES, write_trace
 
 from reviewkit import activity
-from reviewkit.watchdog.policy import Decision, IdlePolicy, backoff_delay, combine, step
 from reviewkit.watchdog.gpu import GpuSignal
+from reviewkit.watchdog.policy import Decision, IdlePolicy, backoff_delay, combine, step
 from reviewkit.watchdog.signals import BUSY, IDLE, UNKNOWN, ActivityFileSignal, HealthSignal, Reading, parse_time
 from reviewkit.watchdog.simulate import AFTER_STOP, simulate
 from reviewkit.watchdog.state import WatchdogState, load_state, save_state
@@ -159,7 +158,8 @@ def test_working_survives_unwritable_path(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_activity_module_imports_only_stdlib() -> None:
-    code = "import sys, reviewkit.activity; print(sorted(m for m in sys.modules if m.startswith(('numpy','pandas','vllm','torch','runpod'))))"
+    heavy = "('numpy', 'pandas', 'vllm', 'torch', 'runpod')"
+    code = f"import sys, reviewkit.activity; print(sorted(m for m in sys.modules if m.startswith({heavy})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -220,11 +220,15 @@ def test_health_signal(health: tuple[str, dict[str, Any]]) -> None:
     now = time.time()
     iso_recent = datetime.fromtimestamp(now - 5, timezone.utc).isoformat().replace("+00:00", "Z")
     cases = [
-        ({"busy": True}, BUSY), ({"busy": False}, IDLE),
+        ({"busy": True}, BUSY),
+        ({"busy": False}, IDLE),
         ({"status": "healthy", "last_activity": now - 5}, BUSY),
-        ({"last_activity": now - 500}, IDLE), ({"busy": False, "last_activity": iso_recent}, BUSY),
-        ({"last_activity": "2024-01-01T12:00:00Z"}, IDLE), ({"status": "healthy"}, UNKNOWN),
-        ({"last_activity": "yesterday"}, UNKNOWN), ([1, 2], UNKNOWN),
+        ({"last_activity": now - 500}, IDLE),
+        ({"busy": False, "last_activity": iso_recent}, BUSY),
+        ({"last_activity": "2024-01-01T12:00:00Z"}, IDLE),
+        ({"status": "healthy"}, UNKNOWN),
+        ({"last_activity": "yesterday"}, UNKNOWN),
+        ([1, 2], UNKNOWN),
     ]
     for body, expected in cases:
         box["body"] = body

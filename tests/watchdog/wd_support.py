@@ -32,11 +32,27 @@ POD_ID = "abc123"
 
 # Environment the watchdog reads; cleared so the developer's shell cannot leak in.
 WATCHDOG_ENV = (
-    "RUNPOD_API_KEY", "RUNPOD_POD_ID", "IDLE_THRESHOLD", "CHECK_INTERVAL", "IDLE_LIMIT",
-    "MIN_RUNTIME", "JUPYTER_TOKEN", "JUPYTER_URL", "HEALTH_URL", "REVIEWKIT_ACTIVITY_FILE",
-    "WATCHDOG_STATE_FILE", "WATCHDOG_PRESET", "WATCHDOG_ACTION", "WATCHDOG_SOURCE",
-    "RUNPOD_API_TIMEOUT", "RUNPOD_API_BASE_URL", "WATCHDOG_UNKNOWN_GRACE", "WATCHDOG_PEAK_HOURS",
-    "WATCHDOG_PEAK_PRESET", "WATCHDOG_TIMEZONE", "JUPYTER_RUNTIME_DIR",
+    "RUNPOD_API_KEY",
+    "RUNPOD_POD_ID",
+    "IDLE_THRESHOLD",
+    "CHECK_INTERVAL",
+    "IDLE_LIMIT",
+    "MIN_RUNTIME",
+    "JUPYTER_TOKEN",
+    "JUPYTER_URL",
+    "HEALTH_URL",
+    "REVIEWKIT_ACTIVITY_FILE",
+    "WATCHDOG_STATE_FILE",
+    "WATCHDOG_PRESET",
+    "WATCHDOG_ACTION",
+    "WATCHDOG_SOURCE",
+    "RUNPOD_API_TIMEOUT",
+    "RUNPOD_API_BASE_URL",
+    "WATCHDOG_UNKNOWN_GRACE",
+    "WATCHDOG_PEAK_HOURS",
+    "WATCHDOG_PEAK_PRESET",
+    "WATCHDOG_TIMEZONE",
+    "JUPYTER_RUNTIME_DIR",
 )
 
 
@@ -114,8 +130,16 @@ class FakeRunPod:
             data: Any = {"podStop": {"id": pod_id, "desiredStatus": "EXITED"}}
         elif op == "podResume":
             self.desired_status = "RUNNING"
-            data = {"podResume": {"id": pod_id, "desiredStatus": "RUNNING", "imageName": "img", "env": [],
-                                  "machineId": "m1", "machine": {"podHostId": "h1"}}}
+            data = {
+                "podResume": {
+                    "id": pod_id,
+                    "desiredStatus": "RUNNING",
+                    "imageName": "img",
+                    "env": [],
+                    "machineId": "m1",
+                    "machine": {"podHostId": "h1"},
+                }
+            }
         elif op == "podTerminate":
             self.desired_status = "TERMINATED"
             data = {"podTerminate": None}
@@ -127,9 +151,16 @@ class FakeRunPod:
                     "uptimeInSeconds": self.uptime,
                     "gpus": [{"id": f"gpu{i}", "gpuUtilPercent": u} for i, u in enumerate(self.gpus)],
                 }
-            data = {"pod": {"id": pod_id, "desiredStatus": self.desired_status, "costPerHr": self.cost_per_hr,
-                            "gpuCount": self.gpu_count, "uptimeSeconds": self.uptime if running else 0,
-                            "runtime": runtime}}
+            data = {
+                "pod": {
+                    "id": pod_id,
+                    "desiredStatus": self.desired_status,
+                    "costPerHr": self.cost_per_hr,
+                    "gpuCount": self.gpu_count,
+                    "uptimeSeconds": self.uptime if running else 0,
+                    "runtime": runtime,
+                }
+            }
         return 200, json.dumps({"data": data}).encode()
 
 
@@ -142,11 +173,19 @@ def _runpod_handler(fake: FakeRunPod) -> type[BaseHTTPRequestHandler]:
             parsed = urlparse(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             query = json.loads(body or b"{}").get("query", "")
-            op = next((m for m in ("podStop", "podTerminate", "podResume") if m in query),
-                      "pod" if re.search(r"\bpod\s*\(", query) else "other")
+            op = next(
+                (m for m in ("podStop", "podTerminate", "podResume") if m in query),
+                "pod" if re.search(r"\bpod\s*\(", query) else "other",
+            )
             match = re.search(r'podId:\s*"([^"]*)"', query)
-            call = Call(op, match.group(1) if match else None, self.headers.get("Authorization"),
-                        parse_qs(parsed.query), query, time.time())
+            call = Call(
+                op,
+                match.group(1) if match else None,
+                self.headers.get("Authorization"),
+                parse_qs(parsed.query),
+                query,
+                time.time(),
+            )
             if parsed.path != "/graphql":
                 call.op = f"wrong-path:{parsed.path}"
             fake.calls.append(call)
@@ -184,9 +223,12 @@ class Runner:
         self.started: list[subprocess.Popen[str]] = []
         self.env = {k: v for k, v in os.environ.items() if k not in WATCHDOG_ENV}
         # Jupyter's runtime dir is the test's own: no server of the developer's is found.
-        self.env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONUNBUFFERED="1",
-                        REVIEWKIT_ACTIVITY_FILE=str(tmp_path / "activity.json"),
-                        JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"))
+        self.env.update(
+            XDG_CACHE_HOME=str(tmp_path / "cache"),
+            PYTHONUNBUFFERED="1",
+            REVIEWKIT_ACTIVITY_FILE=str(tmp_path / "activity.json"),
+            JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
+        )
         if api is not None:
             self.env["RUNPOD_API_BASE_URL"] = api.url
 
@@ -203,8 +245,14 @@ class Runner:
         return [sys.executable, str(REPO / "watchdog.py"), *args]
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(self.command(*args), cwd=REPO, env={**self.env, **(env or {})},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            self.command(*args),
+            cwd=REPO,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.started.append(proc)
         return proc
 
@@ -215,9 +263,17 @@ class Runner:
                 proc.kill()
                 proc.wait(timeout=10)
 
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(self.command(*args), cwd=REPO, env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            self.command(*args),
+            cwd=REPO,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert_no_key(proc.stdout + proc.stderr)
         return proc
 
@@ -243,17 +299,31 @@ class Jupyter:
         self.token = "jtok-" + os.urandom(6).hex()
         self.url = f"http://127.0.0.1:{self.port}"
         self.runtime_dir = root / "runtime"
-        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.runtime_dir),
-               "JUPYTER_CONFIG_DIR": str(root / "config"), "JUPYTER_DATA_DIR": str(root / "data"),
-               "JUPYTER_PLATFORM_DIRS": "1"}
+        env = {
+            **os.environ,
+            "JUPYTER_RUNTIME_DIR": str(self.runtime_dir),
+            "JUPYTER_CONFIG_DIR": str(root / "config"),
+            "JUPYTER_DATA_DIR": str(root / "data"),
+            "JUPYTER_PLATFORM_DIRS": "1",
+        }
         (root / "notebooks").mkdir(parents=True, exist_ok=True)
         self.log = open(root / "jupyter.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server", f"--ServerApp.port={self.port}",
-             "--ServerApp.ip=127.0.0.1", "--ServerApp.open_browser=False",
-             "--ServerApp.port_retries=0", "--allow-root", f"--IdentityProvider.token={self.token}",
-             f"--ServerApp.root_dir={root / 'notebooks'}"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "jupyter_server",
+                f"--ServerApp.port={self.port}",
+                "--ServerApp.ip=127.0.0.1",
+                "--ServerApp.open_browser=False",
+                "--ServerApp.port_retries=0",
+                "--allow-root",
+                f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={root / 'notebooks'}",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 60
         while True:
@@ -263,14 +333,19 @@ class Jupyter:
             except OSError:
                 if time.time() > deadline or self.proc.poll() is not None:
                     self.close()
-                    raise RuntimeError("jupyter server did not start: " + (root / "jupyter.log").read_text()[-2000:]) from None
+                    raise RuntimeError(
+                        "jupyter server did not start: " + (root / "jupyter.log").read_text()[-2000:]
+                    ) from None
                 time.sleep(0.2)
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Authorization": f"token {self.token}",
-                                                  "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read()
         return json.loads(text) if text else None

@@ -31,8 +31,12 @@ NVML_ERROR_FUNCTION_NOT_FOUND = 13
 NVML_GPU_UTILIZATION_SAMPLES = 1
 NVML_VALUE_TYPE_UNSIGNED_INT = 1
 
-_MESSAGES = {NVML_ERROR_UNINITIALIZED: "Uninitialized", NVML_ERROR_NOT_FOUND: "Not Found",
-             NVML_ERROR_GPU_IS_LOST: "GPU is lost", NVML_ERROR_NOT_SUPPORTED: "Not Supported"}
+_MESSAGES = {
+    NVML_ERROR_UNINITIALIZED: "Uninitialized",
+    NVML_ERROR_NOT_FOUND: "Not Found",
+    NVML_ERROR_GPU_IS_LOST: "GPU is lost",
+    NVML_ERROR_NOT_SUPPORTED: "Not Supported",
+}
 _initialised = False
 
 
@@ -108,8 +112,11 @@ def nvmlDeviceGetSamples(handle: int, sampling_type: int, last_seen: int) -> tup
     if sampling_type != NVML_GPU_UTILIZATION_SAMPLES:
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     _, grid = _grid(time.time())
-    samples = [SimpleNamespace(timeStamp=int(t * 1e6), sampleValue=SimpleNamespace(uiVal=_value(gpu, t)))
-               for t in grid if int(t * 1e6) > last_seen]
+    samples = [
+        SimpleNamespace(timeStamp=int(t * 1e6), sampleValue=SimpleNamespace(uiVal=_value(gpu, t)))
+        for t in grid
+        if int(t * 1e6) > last_seen
+    ]
     if not samples:
         raise NVMLError(NVML_ERROR_NOT_FOUND)
     return NVML_VALUE_TYPE_UNSIGNED_INT, samples
