@@ -226,11 +226,12 @@ class RemoteEngine(Engine):
         answer = self._complete(batch, label_token_ids)
         logprobs = self._parse(answer, len(batch), label_token_ids)
         details = (answer.get("usage") or {}).get("prompt_tokens_details") or {}
-        cached = int(details.get("cached_tokens") or 0)
-        # The server reports cached tokens per request; spread them over its prompts.
-        share, extra = divmod(cached, len(batch))
-        return [ScoredPrompt(label_logprobs=lp, prompt_tokens=len(p), cached_tokens=share + (i < extra))
-                for i, (lp, p) in enumerate(zip(logprobs, batch, strict=True))]
+        # vLLM reports the cached tokens of one prompt per request (the last). The prompts of
+        # a batch share their few-shot prefix, so each is counted with that figure, capped at
+        # its length: an estimate of the prefix-cache hits, exact for the last prompt.
+        last_cached = int(details.get("cached_tokens") or 0)
+        return [ScoredPrompt(label_logprobs=lp, prompt_tokens=len(p), cached_tokens=min(last_cached, len(p)))
+                for lp, p in zip(logprobs, batch, strict=True)]
 
     def _complete(self, prompts: list[list[int]], label_token_ids: list[int]) -> dict[str, Any]:
         return self.client.openai("POST", "/v1/completions", {
