@@ -43,6 +43,7 @@ class RemoteSetup:
     texts: list[str]
     reference: Any       # ScoredTexts from the in-process engine
     reference_stats: Any
+    long_reference: Any  # LONG_REVIEW scored alone in-process (batch composition moves bf16 results a little)
     bad_frame: Any
     bad_reference: Any   # analyze() of bad_frame in-process
 
@@ -56,11 +57,12 @@ def remote_setup(tmp_path_factory):
     reviewkit.load("embedded")
     reference = reviewkit.score_texts(texts, cache=False, progress=False)
     reference_stats = reviewkit.last_run()
+    long_reference = reviewkit.score_texts([LONG_REVIEW], cache=False, progress=False)
     bad_reference = reviewkit.analyze(bad, text="content", cache=False, progress=False)
     reviewkit.unload()  # before the server starts: one engine at a time
     server = start_server("embedded", log_path=tmp_path_factory.mktemp("vllm") / "server.log")
     try:
-        yield RemoteSetup(server, texts, reference, reference_stats, bad, bad_reference)
+        yield RemoteSetup(server, texts, reference, reference_stats, long_reference, bad, bad_reference)
     finally:
         reviewkit.unload()
         server.stop()
