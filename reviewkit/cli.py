@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -52,6 +53,15 @@ def _engine_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _engine(args: argparse.Namespace):
+    """``--url``: a vLLM server (reviewkit.connect); otherwise an engine in this process."""
+    import reviewkit
+
+    if args.url:
+        return reviewkit.connect(args.url, api_key=args.api_key, model=args.model)
+    return reviewkit.load(args.model, **_engine_options(args))
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     import reviewkit
 
@@ -60,7 +70,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise SystemExit(f"reviewkit: column {args.text!r} not in {args.input}; "
                          f"its columns are {list(df.columns)}")
     out_path = args.output or args.input.with_name(args.input.stem + ".sentiment" + args.input.suffix)
-    reviewkit.load(args.model, **_engine_options(args))
+    _engine(args)
     out = reviewkit.analyze(df, text=args.text, labels=args.labels, cache=not args.no_cache,
                             progress=not args.quiet)
     _write(out, out_path)
@@ -74,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import reviewkit
     from reviewkit.cost import cost_per_1000_reviews
 
-    engine = reviewkit.load(args.model, **_engine_options(args))
+    engine = _engine(args)
     reviews = reviewkit.sample_reviews()
     out = reviewkit.analyze(reviews, text="content", cache=not args.no_cache, progress=not args.quiet)
     run = reviewkit.last_run()
@@ -130,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     def engine_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default=None,
                        help="'embedded', a Hugging Face id or a path (default: LLM_MODEL, else by hardware)")
+        p.add_argument("--url", default=None,
+                       help="use a vLLM server instead of an engine here: http://HOST:8000/v1, or a RunPod "
+                            "Serverless endpoint's https://api.runpod.ai/v2/ENDPOINT_ID/openai/v1")
+        p.add_argument("--api-key", default=os.environ.get("REVIEWKIT_API_KEY"),
+                       help="the server's API key (default: $REVIEWKIT_API_KEY)")
         p.add_argument("--max-model-len", type=int, default=None, help="vLLM max_model_len")
         p.add_argument("--no-prefix-caching", action="store_true", help="turn vLLM prefix caching off")
         p.add_argument("--no-cache", action="store_true", help="bypass the on-disk result cache")
@@ -162,8 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import os
-
     args = build_parser().parse_args(argv)
     if not args.verbose:  # vLLM's start-up log drowns the result
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")

@@ -8,14 +8,25 @@ The two ways of serving the same model, as the seed's guide compared them:
 * **Pod + vLLM**: billed by the hour while it runs, whether busy or idle; the model
   is loaded once per pod start (``pod_load_seconds``), then every review costs only
   its share of the engine's time.
-* **Serverless endpoint**: billed by the second of worker time per request; a
-  request that finds no warm worker pays a cold start (the model load), and every
-  request pays a network round trip in latency (not billed).
+* **Serverless endpoint** (RunPod): a *flex* worker is billed by the second from the
+  moment it is woken until it stops. It works in **bursts**: the first request after
+  the worker's idle timeout finds it cold and pays a cold start (container start and
+  model load, ``serverless_cold_start_seconds``), the burst's requests then run on the
+  warm worker, and after the last one the worker stays up, billed, for its idle timeout
+  (``serverless_idle_timeout_seconds``, RunPod's default 5 s) before it stops. So a
+  batch sent as one burst costs ``flex price x (cold start + processing + idle tail)``:
+  a long batch costs about what a pod costs (the flex/pod price ratio), a lone request
+  costs mostly its tail and its cold start. An *active* worker runs all the time at a
+  lower per-second price, billed like a pod. Network round trips add latency, not cost.
+
+Until 2026-11-30 this module charged a fixed share (5 %) of 10-review requests a 90 s
+cold start, whatever the traffic: a 1,000,000-review batch paid 5,000 cold starts and
+came out ~30x dearer than a pod. One batch is one burst; cold starts are per burst.
 
     from reviewkit import cost
     figures = cost.ServingFigures(pod_price_per_hour=0.5)     # any field is editable
     cost.compare(10_000, reviews_per_s=50.0, figures=figures)
-    cost.break_even_reviews(50.0, figures)                     # above this, the pod is cheaper
+    cost.break_even_reviews(50.0, figures)                     # where the two cost the same
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ __all__ = [
     "Estimate",
     "ServingFigures",
     "WatchdogSavings",
+    "active_worker_price_per_hour",
     "break_even_reviews",
     "break_even_reviews_per_hour",
     "compare",
@@ -41,9 +53,15 @@ __all__ = [
     "watchdog_savings",
 ]
 
-#: Per-second serverless prices from RunPod's public comparison (flex workers).
-SERVERLESS_24GB_PER_SECOND = 0.00019
-SERVERLESS_A100_PER_SECOND = 0.00076
+# RunPod Serverless per-second prices, from https://docs.runpod.io/serverless/pricing
+# (read 2026-11-30): flex workers (scale to zero) and active workers (always on).
+SERVERLESS_24GB_PER_SECOND = 0.00019          # L4, A5000, 3090: flex
+SERVERLESS_24GB_ACTIVE_PER_SECOND = 0.00013   # L4, A5000, 3090: active
+SERVERLESS_A100_PER_SECOND = 0.00076          # A100 80 GB: flex
+SERVERLESS_A100_ACTIVE_PER_SECOND = 0.00060   # A100 80 GB: active
+# The default idle timeout of a RunPod Serverless endpoint, from
+# https://docs.runpod.io/serverless/endpoints/endpoint-configurations (read 2026-11-30).
+RUNPOD_DEFAULT_IDLE_TIMEOUT_SECONDS = 5.0
 
 
 def _non_negative(name: str, value: float) -> None:
@@ -59,22 +77,22 @@ def _rate(reviews_per_s: float) -> float:
 
 @dataclass(frozen=True)
 class ServingFigures:
-    """Editable assumptions; the defaults are the seed guide's figures (its ranges in comments)."""
+    """Editable assumptions: the seed guide's figures and RunPod's published prices (comments)."""
 
     pod_price_per_hour: float = 0.69                           # seed: $0.5-1.0 per GPU-hour
     pod_load_seconds: float = 90.0                             # seed: model load took 1-2 min
-    serverless_price_per_second: float = SERVERLESS_24GB_PER_SECOND  # A100: 0.00076
+    serverless_price_per_second: float = SERVERLESS_24GB_PER_SECOND  # flex; A100: 0.00076
+    serverless_active_price_per_second: float = SERVERLESS_24GB_ACTIVE_PER_SECOND  # A100: 0.00060
     serverless_cold_start_seconds: float = 90.0                # a cold worker loads the model too
-    cold_start_share: float = 0.05                             # requests that find no warm worker
+    serverless_idle_timeout_seconds: float = RUNPOD_DEFAULT_IDLE_TIMEOUT_SECONDS  # billed after each burst
     network_overhead_seconds: float = 0.15                     # seed: 100-200 ms per request
     reviews_per_request: int = 10                              # one restaurant's reviews per call
 
     def __post_init__(self) -> None:
         for name in ("pod_price_per_hour", "pod_load_seconds", "serverless_price_per_second",
-                     "serverless_cold_start_seconds", "network_overhead_seconds"):
+                     "serverless_active_price_per_second", "serverless_cold_start_seconds",
+                     "serverless_idle_timeout_seconds", "network_overhead_seconds"):
             _non_negative(name, getattr(self, name))
-        if not 0.0 <= self.cold_start_share <= 1.0:
-            raise ValueError(f"cold_start_share must be within [0, 1], got {self.cold_start_share!r}")
         if not isinstance(self.reviews_per_request, int) or self.reviews_per_request < 1:
             raise ValueError(f"reviews_per_request must be a positive integer, got {self.reviews_per_request!r}")
 
@@ -106,21 +124,26 @@ def cost_per_1000_reviews(price_per_hour: float, reviews_per_s: float) -> float:
     return price_per_hour / 3600.0 / reviews_per_s * 1000.0
 
 
-def _serverless_seconds_per_review(reviews_per_s: float, figures: ServingFigures) -> float:
-    """Billed worker seconds per review: its processing plus its share of cold starts."""
-    cold = figures.cold_start_share * figures.serverless_cold_start_seconds / figures.reviews_per_request
-    return 1.0 / _rate(reviews_per_s) + cold
-
-
 def serverless_cost_per_1000_reviews(reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES) -> float:
-    """$ per 1,000 reviews on a serverless endpoint (cold starts averaged in)."""
-    return figures.serverless_price_per_second * _serverless_seconds_per_review(reviews_per_s, figures) * 1000.0
+    """$ per 1,000 reviews inside a long burst on a warm flex worker (the burst's cold start
+    and idle tail come on top, once per burst: see :func:`serverless_estimate`)."""
+    return figures.serverless_price_per_second / _rate(reviews_per_s) * 1000.0
 
 
-def serverless_cost_per_request(reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES) -> float:
-    """$ per request of ``reviews_per_request`` reviews (the seed quoted $0.001-0.01)."""
-    return (figures.serverless_price_per_second * figures.reviews_per_request
-            * _serverless_seconds_per_review(reviews_per_s, figures))
+def serverless_cost_per_request(reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *,
+                                cold: bool = False) -> float:
+    """$ of a lone request of ``reviews_per_request`` reviews, a burst of its own: its
+    processing, the idle tail after it and, if ``cold``, a cold start (the seed quoted
+    $0.001-0.01 per request)."""
+    seconds = figures.reviews_per_request / _rate(reviews_per_s) + figures.serverless_idle_timeout_seconds
+    if cold:
+        seconds += figures.serverless_cold_start_seconds
+    return figures.serverless_price_per_second * seconds
+
+
+def active_worker_price_per_hour(figures: ServingFigures = DEFAULT_FIGURES) -> float:
+    """$ per hour of an always-on (active) serverless worker: billed like a pod, busy or not."""
+    return figures.serverless_active_price_per_second * 3600.0
 
 
 def pod_estimate(reviews: float, reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *,
@@ -138,50 +161,70 @@ def pod_estimate(reviews: float, reviews_per_s: float, figures: ServingFigures =
     return Estimate("pod", reviews, figures.pod_price_per_hour / 3600.0 * billed, billed, wall)
 
 
-def serverless_estimate(reviews: float, reviews_per_s: float,
-                        figures: ServingFigures = DEFAULT_FIGURES) -> Estimate:
-    """The same reviews sent to a serverless endpoint, ``reviews_per_request`` per call.
+def serverless_estimate(reviews: float, reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *,
+                        bursts: int = 1, cold: bool = True) -> Estimate:
+    """The same reviews sent to a flex serverless worker in ``bursts`` bursts.
 
-    Requests are counted on average (``reviews / reviews_per_request``), so cost is
-    linear in volume; requests run one after another for the wall time.
+    Each burst pays a cold start (unless ``cold=False``: the worker is still warm from
+    earlier traffic) and its idle tail; the processing is the same as on a pod at
+    ``reviews_per_s``. The wall time adds a network round trip per request of
+    ``reviews_per_request`` reviews (one after another) but not the idle tails.
     """
     _non_negative("reviews", reviews)
-    billed = reviews * _serverless_seconds_per_review(reviews_per_s, figures)
-    wall = billed + reviews / figures.reviews_per_request * figures.network_overhead_seconds
+    if not isinstance(bursts, int) or bursts < 1:
+        raise ValueError(f"bursts must be a positive integer, got {bursts!r}")
+    start = figures.serverless_cold_start_seconds if cold else 0.0
+    processing = reviews / _rate(reviews_per_s)
+    billed = bursts * (start + figures.serverless_idle_timeout_seconds) + processing
+    wall = bursts * start + processing + reviews / figures.reviews_per_request * figures.network_overhead_seconds
     return Estimate("serverless", reviews, figures.serverless_price_per_second * billed, billed, wall)
 
 
-def compare(reviews: float, reviews_per_s: float,
-            figures: ServingFigures = DEFAULT_FIGURES) -> dict[str, Estimate]:
-    """``{"pod": ..., "serverless": ...}`` for one batch (the pod started once for it)."""
+def compare(reviews: float, reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *,
+            serverless_reviews_per_s: float | None = None) -> dict[str, Estimate]:
+    """``{"pod": ..., "serverless": ...}`` for one batch: the pod started once for it, the
+    endpoint called in one burst from cold (its own throughput if given, e.g. measured
+    through HTTP)."""
     return {"pod": pod_estimate(reviews, reviews_per_s, figures),
-            "serverless": serverless_estimate(reviews, reviews_per_s, figures)}
+            "serverless": serverless_estimate(reviews, serverless_reviews_per_s or reviews_per_s, figures)}
 
 
 def break_even_reviews(reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES) -> float:
-    """Batch size above which a pod started for the batch is cheaper than serverless.
+    """Batch size at which a pod started for the batch and one cold serverless burst cost the same.
 
-    The pod pays its model load once and then ``pod_price_per_hour`` per engine second;
-    serverless pays ``serverless_price_per_second`` per engine second plus cold starts.
-    ``0.0`` if the pod is never dearer, ``inf`` if serverless is always cheaper.
+    Both pay a start once (model load; cold start plus idle tail) and then their price per
+    engine second, so the costs cross at most once: ``inf`` if they never do (one option is
+    cheaper at every size; :func:`compare` says which), ``0.0`` if they cost the same from
+    the start. Below it the option with the smaller start is cheaper, above it the one with
+    the smaller price per second.
     """
     pod_per_s = figures.pod_price_per_hour / 3600.0
-    fixed = pod_per_s * figures.pod_load_seconds
-    margin = (figures.serverless_price_per_second * _serverless_seconds_per_review(reviews_per_s, figures)
-              - pod_per_s / _rate(reviews_per_s))
+    fixed = (figures.serverless_price_per_second
+             * (figures.serverless_cold_start_seconds + figures.serverless_idle_timeout_seconds)
+             - pod_per_s * figures.pod_load_seconds)
+    slope = (pod_per_s - figures.serverless_price_per_second) / _rate(reviews_per_s)
     if fixed == 0.0:
-        return 0.0 if margin >= 0 else math.inf
-    return fixed / margin if margin > 0 else math.inf
+        return 0.0
+    crossing = fixed / slope if slope != 0.0 else -1.0
+    return crossing if crossing > 0 else math.inf
 
 
-def break_even_reviews_per_hour(reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES) -> float:
-    """Steady volume (reviews/hour) above which an always-on pod beats serverless.
+def break_even_reviews_per_hour(reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *,
+                                bursts_per_hour: float = 1.0) -> float:
+    """Steady volume (reviews/hour) above which an always-on pod beats a flex endpoint that
+    is called in ``bursts_per_hour`` cold bursts per hour.
 
     Compare with the pod's capacity, ``3600 * reviews_per_s``: a break-even above it
     means one pod cannot reach the volume where it pays off.
     """
-    per_review = figures.serverless_price_per_second * _serverless_seconds_per_review(reviews_per_s, figures)
-    return figures.pod_price_per_hour / per_review if per_review > 0 else math.inf
+    _non_negative("bursts_per_hour", bursts_per_hour)
+    per_review = figures.serverless_price_per_second / _rate(reviews_per_s)
+    per_hour_fixed = (bursts_per_hour * figures.serverless_price_per_second
+                      * (figures.serverless_cold_start_seconds + figures.serverless_idle_timeout_seconds))
+    remaining = figures.pod_price_per_hour - per_hour_fixed
+    if remaining <= 0:
+        return 0.0
+    return remaining / per_review if per_review > 0 else math.inf
 
 
 @dataclass(frozen=True)

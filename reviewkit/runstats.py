@@ -27,6 +27,11 @@ class RunStats:
     model: str = ""
     interrupted: bool = False
     cache: str = ""              # the result cache: "on", "off: <why>", "on (writes failing: <why>)"
+    # A remote engine's HTTP figures for this call (zero in-process): requests sent,
+    # retries among them, and seconds spent waiting (backoff, RunPod queue polling).
+    remote_requests: int = 0
+    remote_retries: int = 0
+    remote_wait_seconds: float = 0.0
 
     @property
     def reviews_per_s(self) -> float:
@@ -59,10 +64,27 @@ class RunStats:
 
     def __str__(self) -> str:
         hits = "n/a" if self.prompt_tokens == 0 else f"{self.prefix_cache_hit_rate:.0%}"
-        return (f"{self.counts_line()} | {self.seconds:.2f} s, {self.reviews_per_s:.1f} reviews/s, "
+        line = (f"{self.counts_line()} | {self.seconds:.2f} s, {self.reviews_per_s:.1f} reviews/s, "
                 f"{self.cached} cached, {self.computed} computed, {self.prompt_tokens} prompt tokens, "
-                f"prefix-cache hits {hits}" + (f", result cache {self.cache}"
-                                                if self.cache and self.cache != "on" else ""))
+                f"prefix-cache hits {hits}")
+        if self.cache and self.cache != "on":
+            line += f", result cache {self.cache}"
+        if self.remote_requests:
+            line += (f", {self.remote_requests} requests, {self.remote_retries} retries, "
+                     f"{self.remote_wait_seconds:.1f} s waiting")
+        return line
+
+    def add_engine_figures(self, figures: Any, before: tuple[int, int, float]) -> None:
+        """Copy what an engine's figures (:class:`~reviewkit.engines.base.EngineFigures`) grew by
+        since ``before`` (``figures_mark``) into this run."""
+        self.remote_requests += figures.requests - before[0]
+        self.remote_retries += figures.retries - before[1]
+        self.remote_wait_seconds += figures.wait_seconds - before[2]
+
+
+def figures_mark(figures: Any) -> tuple[int, int, float]:
+    """An engine's request counters now, to subtract after a run."""
+    return figures.requests, figures.retries, figures.wait_seconds
 
 
 _last: RunStats | None = None

@@ -135,9 +135,11 @@ def score_texts(
         stats.cached = len(probs_by_text)
         todo = [t for t in unique if t not in probs_by_text]
         if todo:
+            mark = runstats.figures_mark(engine.figures)
             with activity.working("analyze"):
                 _score_chunks(engine, built, todo, probs_by_text, stats, store, space,
                               calibrate_scores, chunk_size, progress)
+            stats.add_engine_figures(engine.figures, mark)
 
     probs = np.full((len(cleaned), len(labels)), np.nan)
     for row, value in enumerate(cleaned):
