@@ -123,6 +123,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve.run(application, args.host, args.port)
     except KeyboardInterrupt:
         return 130
+    finally:
+        reviewkit.unload()  # stop vLLM's engine process now, not in interpreter teardown
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:

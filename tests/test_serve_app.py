@@ -106,7 +106,6 @@ def _body(restaurant: int, words: list[str]) -> dict:
 def test_engine_failure_is_503_with_retry_after_and_the_server_recovers():
     engine = SwitchEngine(delay=0)
     with TestClient(app(engine, api_key="", cache=False, retry_after_s=7)) as client:
-        engine.failing = RuntimeError("GPU fell off the bus")
         for error in (RuntimeError("GPU fell off the bus"), EngineDeadError("engine process died")):
             engine.failing = error
             response = client.post(ANALYZE, json=_body(1, ["zzgood"]))
