@@ -150,3 +150,12 @@ def test_batch_route_answers_each_restaurant_in_order():
         assert [r["positive_count"] for r in out["results"]] == [2, 0, 0]
         singles = [client.post(ANALYZE, json=b).json() for b in bodies]
         assert json.dumps(out["results"]) == json.dumps(singles)
+
+
+def test_serve_command_binds_loopback_by_default():
+    from reviewkit.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert (args.host, args.port, args.api_key, args.url) == ("127.0.0.1", 8000, None, None)
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "9000", "--max-reviews", "5"])
+    assert (args.host, args.port, args.max_reviews) == ("0.0.0.0", 9000, 5)

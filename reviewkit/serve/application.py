@@ -204,7 +204,8 @@ def _counts(results: list[dict[str, Any]], labels: Sequence[str]) -> str:
     for label in labels:
         n = sum(r[f"{label}_count"] for r in results)
         parts.append(f"{label} {n} ({round(100 * n / total) if total else 0}%)")
-    return f"{total} reviews, " + ", ".join(parts) + f", unlabelled {sum(r['unlabelled_count'] for r in results)}"
+    unlabelled = sum(r["unlabelled_count"] for r in results)
+    return f"{total} review{'' if total == 1 else 's'}, " + ", ".join(parts) + f", unlabelled {unlabelled}"
 
 
 def _where(loc: Sequence[Any]) -> str:

@@ -128,7 +128,8 @@ class ServeMiddleware:
         chunks, size = [], 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":  # the client hung up
+            if message["type"] != "http.request":
+                scope["state"]["summary"] = "client disconnected before sending the body"
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
