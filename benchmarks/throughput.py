@@ -11,7 +11,11 @@ Everything runs in one process on one model, one vLLM engine at a time:
      (at most 64 tokens, stopped at the closing brace), parsed;
 3. ``reviewkit.analyze`` on ``--scale-n`` reviews (time per review against ``--n``);
 4. one DataFrame analyzed twice with the result cache on (first run, cached re-run);
-5. the engine again with prefix caching off, and reviewkit on it.
+5. the engine again with prefix caching off, and reviewkit on it;
+6. tcmalloc: engines loaded one after the other without and with reviewkit's tcmalloc
+   preload into vLLM's engine process (off, on, off, ...), reviewkit timed on each;
+7. optional (``--llama-cpp PYTHON``): the same reviews and prompts through
+   llama-cpp-python on the packaged GGUF file, in the gaps between phase 6's engines.
 
 Before each timed phase the prefix cache is reset and only the shared prompt prefixes
 are warmed, so no phase gets cache hits from an earlier one beyond that prefix. Reviews
@@ -22,7 +26,8 @@ every review carries the same extra tokens at any N.
 Prints a Markdown table and writes everything to ``--json``. Run it as a script (vLLM
 spawns its workers): ``python benchmarks/throughput.py --json out.json`` (see
 benchmarks/README.md). The machine may be shared: ratios come from interleaved rounds,
-and the JSON records the load average and the process tree's CPU use per phase.
+and the JSON records the load average and the process tree's CPU use per phase. The
+phases' code is in the ``_bench_*`` modules beside this script.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import _bench_llamacpp
+import _bench_tcmalloc
 from _bench_data import REPO, accuracy, find_data_dir, load_reviews, make_reviews
 from _bench_figures import core_figures
 from _bench_monitor import Monitor, Recorder, host_info
@@ -75,15 +82,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="folder with the labelled CSVs (default: tests/data in the repo)")
     parser.add_argument("--chunk-size", type=int, default=None, help="analyze(chunk_size=...) (default: reviewkit's)")
     parser.add_argument("--max-tokens", type=int, default=64, help="generation limit of the seed's way")
+    parser.add_argument("--tcmalloc-engines", type=int, default=None,
+                        help="engines loaded in turn without / with the tcmalloc preload (default 3: off, on, "
+                             "off; 0 skips the phase)")
+    parser.add_argument("--tcmalloc-rounds", type=int, default=None,
+                        help="timed rounds of reviewkit on --n reviews per tcmalloc engine (default 2)")
+    parser.add_argument("--llama-cpp", metavar="PYTHON", default=None,
+                        help="also score the reviews with llama-cpp-python, run by this Python (a virtualenv "
+                             "with llama_cpp; see benchmarks/README.md)")
+    parser.add_argument("--llama-n", type=int, default=None,
+                        help="reviews per llama.cpp round, the first of the --n reviews (default 300)")
     args = parser.parse_args(argv)
-    quick = dict(n=200, scale_n=600, seed_n=40, no_prefix_n=60, rounds=1)
-    full = dict(n=1000, scale_n=5000, seed_n=200, no_prefix_n=300, rounds=3)
+    quick = dict(n=200, scale_n=600, seed_n=40, no_prefix_n=60, rounds=1, tcmalloc_engines=2, tcmalloc_rounds=1,
+                 llama_n=100)
+    full = dict(n=1000, scale_n=5000, seed_n=200, no_prefix_n=300, rounds=3, tcmalloc_engines=3, tcmalloc_rounds=2,
+                llama_n=300)
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     for key in ("n", "scale_n", "seed_n", "no_prefix_n", "rounds"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be at least 1")
+    if args.tcmalloc_engines < 0 or args.tcmalloc_rounds < 1 or not 1 <= args.llama_n <= args.n:
+        parser.error("--tcmalloc-engines must be at least 0, --tcmalloc-rounds at least 1, "
+                     "--llama-n between 1 and --n")
     return args
 
 
@@ -92,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:])
     data_dir = find_data_dir(args.data_dir)
     base = load_reviews(data_dir)
+    llama_version = _bench_llamacpp.check_python(args.llama_cpp) if args.llama_cpp else None
     # A private result cache: nothing cached by other runs leaks into first_run_seconds.
     cache_dir = Path(tempfile.mkdtemp(prefix="rk-bench-cache-"))
     os.environ["REVIEWKIT_CACHE_DIR"] = str(cache_dir)
@@ -108,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     try:
         results = measure(args, base, rec, monitor, conversion_dir, cache_dir, ResultCache, reviewkit)
+        if llama_version:
+            results["llama_cpp"]["version_checked"] = llama_version
     finally:
         monitor.stop()
         reviewkit.unload()
@@ -184,6 +209,12 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
                                "prefix_block_size": engine.prefix_block_size, "max_model_len": engine.max_model_len,
                                "seed_style_prompt":
                                    "chat template" if seed_uses_chat(engine) else "few-shot completion"}
+    results["tcmalloc_mapped_main_engine"] = _bench_tcmalloc.tcmalloc_mapped(engine)
+    llama = None
+    if args.llama_cpp:  # reviewkit's prompts for llama.cpp, built with this engine's tokenizer
+        if not engine.settings.is_embedded:
+            raise SystemExit("--llama-cpp compares on the embedded model's GGUF file: leave out --model")
+        llama = _bench_llamacpp.write_spec(engine, texts[:args.llama_n], _bench_llamacpp.new_folder())
     scheduler = engine.llm.llm_engine.vllm_config.scheduler_config
     results["engine_config"] = {"max_num_batched_tokens": scheduler.max_num_batched_tokens,
                                 "max_num_seqs": scheduler.max_num_seqs}
@@ -271,7 +302,51 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
                 "scale_s": scale_s, "first_s": first_s, "again_s": again_s, "same": same, "nopc_s": nopc_s,
                 "nopc_cpu": nopc_cpu, "nopc_acc": nopc_acc, "gold": gold, "seed_gold": seed_gold,
                 "seed_texts": seed_texts, "prefix_tokens": prefix_tokens, "load": load}
-    return core_figures(args, measured, results)
+    results = core_figures(args, measured, results)
+    # 6. and 7.: tcmalloc off / on, and llama.cpp between those engines.
+    rk_labels = [str(x) for x in rk_runs[-1]["out"]["sentiment"]]
+    tcmalloc_and_llama(args, reviewkit, rec, texts, gold, rk_labels, llama, results)
+    return results
+
+
+def tcmalloc_and_llama(args: argparse.Namespace, reviewkit: Any, rec: Recorder, texts: list[str], gold: list[str],
+                       rk_labels: list[str], llama: dict[str, Any] | None, results: dict[str, Any]) -> None:
+    """Phase 6 (engines without and with the tcmalloc preload, one at a time) and phase 7
+    (llama.cpp rounds, run while no engine is loaded, each next to a tcmalloc-preloaded engine)."""
+    skip = _bench_tcmalloc.why_not_compared() if args.tcmalloc_engines else "--tcmalloc-engines 0"
+    llama_runs: list[dict[str, Any]] = []
+    nearest: list[int] = []  # per llama.cpp round: the preloaded engine next to it
+
+    def between(i: int) -> None:
+        # Engines alternate off (even i), on (odd i): after an on engine, or before the next one.
+        if llama is not None and (i % 2 == 1 or i + 1 < args.tcmalloc_engines):
+            name = f"llama.cpp n={args.llama_n} after engine {i}"
+            llama_runs.append(_bench_llamacpp.run_round(args.llama_cpp, llama["spec"], rec, name))
+            nearest.append(i if i % 2 == 1 else i + 1)
+
+    engines: list[dict[str, Any]] = []
+    if skip is None:
+        engines = _bench_tcmalloc.run_phase(args, reviewkit, rec, texts, between)
+        results["tcmalloc"] = _bench_tcmalloc.figures(engines, args.n)
+        results["ratios"]["tcmalloc_speedup"] = results["tcmalloc"]["speedup"]
+    else:
+        print(f"benchmark: tcmalloc phase skipped: {skip}", file=sys.stderr, flush=True)
+        results["tcmalloc"] = {"skipped": skip}
+        results["ratios"]["tcmalloc_speedup"] = None
+    if llama is None:
+        results["ratios"]["reviewkit_vs_llama_cpp"] = None
+        return
+    if llama_runs:
+        neighbour_rates = [_bench_tcmalloc.engine_rate(engines[j], args.n) for j in nearest]
+    else:  # no preloaded engine to sit next to: two rounds, against the main rounds' rate
+        for r in range(2):
+            llama_runs.append(_bench_llamacpp.run_round(args.llama_cpp, llama["spec"], rec,
+                                                        f"llama.cpp n={args.llama_n} round {r}"))
+        neighbour_rates = [results["reviewkit_reviews_per_s"]] * 2
+    k = args.llama_n
+    results["llama_cpp"] = _bench_llamacpp.figures(llama_runs, neighbour_rates, k, llama["routes"], llama["labels"],
+                                                   gold[:k], rk_labels[:k], results["reviewkit_reviews_per_s"])
+    results["ratios"]["reviewkit_vs_llama_cpp"] = results["llama_cpp"]["reviewkit_vs_llama_cpp"]
 
 
 if __name__ == "__main__":

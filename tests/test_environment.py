@@ -1,9 +1,7 @@
 """environment.yml (the pod environment) carries pyproject.toml's runtime dependencies."""
 
 import tomllib
-
 import yaml
-
 from conftest import ROOT
 
 
