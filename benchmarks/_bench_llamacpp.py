@@ -81,8 +81,9 @@ def run_round(python: str, spec: Path, rec: Recorder, name: str) -> dict[str, An
         raise RuntimeError(f"llamacpp_reviews.py failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(out.read_text())
     s = result["rounds"][0]
-    print(f"  llama.cpp: {s['reviews'] / s['seconds']:.1f} reviews/s ({s['seconds']:.1f} s, of which prefixes "
-          f"{s['prefix_seconds']:.2f} s), load {result['load_seconds']:.1f} s", file=sys.stderr, flush=True)
+    print(f"  llama.cpp: {s['reviews'] / (s['seconds'] - s['prefix_seconds']):.1f} reviews/s without the prefixes "
+          f"({s['seconds']:.1f} s, of which prefixes {s['prefix_seconds']:.2f} s), load {result['load_seconds']:.1f} s",
+          file=sys.stderr, flush=True)
     return result
 
 
@@ -118,6 +119,7 @@ def figures(results: list[dict[str, Any]], neighbour_rates: Sequence[float], n: 
         "reviews_per_s": statistics.median(rates),
         "reviews_per_s_including_prefixes": statistics.median(n / s["seconds"] for s in rounds),
         "round_seconds": [s["seconds"] for s in rounds],
+        "rounds": rounds,
         "prefix_seconds": [s["prefix_seconds"] for s in rounds],
         "cpu_seconds_per_review": statistics.median(s["cpu_seconds"] for s in rounds) / n,
         "load_seconds": [r["load_seconds"] for r in results],
