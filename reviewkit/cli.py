@@ -7,13 +7,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Sequence
 
 _READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet",
             ".jsonl": "read_json", ".json": "read_json"}
+
+
+_WRITERS = (".csv", ".parquet", ".pq", ".jsonl")
 
 
 def _read(path: Path):
@@ -22,24 +27,62 @@ def _read(path: Path):
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise SystemExit(f"reviewkit: cannot read {path}: use .csv, .parquet or .jsonl")
-    if not path.exists():
+    if not path.is_file():
         raise SystemExit(f"reviewkit: input file {path} does not exist")
-    if reader == "read_json":
-        return pd.read_json(path, lines=path.suffix.lower() == ".jsonl")
-    return getattr(pd, reader)(path)
+    try:
+        if reader == "read_json":
+            return pd.read_json(path, lines=path.suffix.lower() == ".jsonl")
+        return getattr(pd, reader)(path)
+    except Exception as exc:  # unreadable, empty or malformed: say which file and why
+        raise SystemExit(f"reviewkit: cannot read {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _check_output(out_path: Path, in_path: Path) -> None:
+    """Refuse an output the run could not write, before minutes of loading and analysis."""
+    if out_path.suffix.lower() not in _WRITERS:
+        raise SystemExit(f"reviewkit: cannot write {out_path}: use .csv, .parquet or .jsonl")
+    if out_path.resolve() == in_path.resolve():
+        raise SystemExit(f"reviewkit: the output {out_path} would overwrite the input; choose another -o")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"reviewkit: cannot create the output folder {out_path.parent}: {exc}") from None
+    if out_path.is_dir() or not os.access(out_path.parent, os.W_OK):
+        raise SystemExit(f"reviewkit: cannot write {out_path}: not a writable file path")
+
+
+def _check_labels(labels: Sequence[str]) -> None:
+    from reviewkit.prompts import default_templates
+
+    try:
+        default_templates(labels)
+    except ValueError as exc:
+        raise SystemExit(f"reviewkit: --labels {' '.join(labels)}: {exc}") from None
 
 
 def _write(df, path: Path) -> None:
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
         df.to_csv(path, index=False)
     elif suffix in (".parquet", ".pq"):
         df.to_parquet(path, index=False)
-    elif suffix == ".jsonl":
-        df.to_json(path, orient="records", lines=True, force_ascii=False)
     else:
-        raise SystemExit(f"reviewkit: cannot write {path}: use .csv, .parquet or .jsonl")
+        df.to_json(path, orient="records", lines=True, force_ascii=False)
+
+
+@contextlib.contextmanager
+def _engine(args: argparse.Namespace) -> Iterator[object]:
+    """The engine for one command, unloaded at its end if the command loaded it: vLLM's own
+    exit-time shutdown gives its processes 5 s and then kills them with warnings."""
+    import reviewkit
+
+    loaded_here = reviewkit.current_engine() is None
+    engine = reviewkit.load(args.model, **_engine_options(args))
+    try:
+        yield engine
+    finally:
+        if loaded_here:
+            reviewkit.unload()
 
 
 def _engine_options(args: argparse.Namespace) -> dict:
@@ -54,14 +97,17 @@ def _engine_options(args: argparse.Namespace) -> dict:
 def cmd_analyze(args: argparse.Namespace) -> int:
     import reviewkit
 
+    # Every argument is checked before the engine loads (half a minute to minutes).
+    out_path = args.output or args.input.with_name(args.input.stem + ".sentiment" + args.input.suffix)
+    _check_output(out_path, args.input)
+    _check_labels(args.labels)
     df = _read(args.input)
     if args.text not in df.columns:
         raise SystemExit(f"reviewkit: column {args.text!r} not in {args.input}; "
                          f"its columns are {list(df.columns)}")
-    out_path = args.output or args.input.with_name(args.input.stem + ".sentiment" + args.input.suffix)
-    reviewkit.load(args.model, **_engine_options(args))
-    out = reviewkit.analyze(df, text=args.text, labels=args.labels, cache=not args.no_cache,
-                            progress=not args.quiet)
+    with _engine(args):
+        out = reviewkit.analyze(df, text=args.text, labels=args.labels, cache=not args.no_cache,
+                                progress=not args.quiet)
     _write(out, out_path)
     print(f"{reviewkit.last_run()}\nwrote {len(out)} rows to {out_path}")
     return 0
@@ -71,27 +117,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import reviewkit
-    from reviewkit.cost import cost_per_1000_reviews
 
-    engine = reviewkit.load(args.model, **_engine_options(args))
-    reviews = reviewkit.sample_reviews()
-    out = reviewkit.analyze(reviews, text="content", cache=not args.no_cache, progress=not args.quiet)
-    run = reviewkit.last_run()
+    if not args.price_per_hour > 0:
+        raise SystemExit(f"reviewkit: --price-per-hour must be positive, got {args.price_per_hour}")
+    with _engine(args) as engine:
+        reviews = reviewkit.sample_reviews()
+        out = reviewkit.analyze(reviews, text="content", cache=not args.no_cache, progress=not args.quiet)
     with pd.option_context("display.width", 160, "display.max_colwidth", 48, "display.max_rows", 100):
         print(out[["restaurant", "content", "sentiment", "sentiment_score"]].to_string())
         print("\nPer restaurant:")
         summary = reviewkit.summarize(out, by=["restaurant_id", "restaurant"])
         print(summary.to_string(float_format=lambda x: f"{x:.2f}"))
     print(f"\nEngine: {engine!r}")
-    print(f"Run: {run}")
-    if run.computed:
-        rate = run.engine_reviews_per_s
-        print(f"Cost at ${args.price_per_hour:.2f}/h and {rate:.1f} reviews/s: "
-              f"${cost_per_1000_reviews(args.price_per_hour, rate):.4f} per 1,000 reviews")
-    else:
-        print(f"Cost: all {run.unique_texts} results came from the result cache "
-              "(run with --no-cache to measure the engine's throughput and cost)")
+    print(_demo_figures(reviewkit.last_run(), args.price_per_hour))
     return 0
+
+
+def _demo_figures(run, price_per_hour: float) -> str:
+    """The run in words, with ONE rate: the engine's throughput, which the cost also uses."""
+    from reviewkit.cost import cost_per_1000_reviews
+
+    lines = [f"Run: {run.counts_line()}",
+             f"     {run.rows} reviews in {run.seconds:.2f} s: {run.cached} cached, {run.computed} computed, "
+             f"{run.prompt_tokens} prompt tokens"]
+    if not run.computed:
+        lines.append(f"Cost: all {run.unique_texts} results came from the result cache (run with --no-cache "
+                     "to measure the engine's throughput and cost)")
+        return "\n".join(lines)
+    rate = run.engine_reviews_per_s
+    lines += [f"Throughput: {rate:.1f} reviews/s = {run.computed} reviews computed in {run.engine_seconds:.2f} s "
+              "inside the engine (the model load and the one-off warm-up are not counted;",
+              "     the rest of the run's time is tokenizing, the result cache and assembling the table)",
+              f"Cost at ${price_per_hour:.2f}/h at that throughput: "
+              f"${cost_per_1000_reviews(price_per_hour, rate):.4f} per 1,000 reviews"]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,8 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import os
-
     args = build_parser().parse_args(argv)
     if not args.verbose:  # vLLM's start-up log drowns the result
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
