@@ -17,17 +17,19 @@ import time
 from collections.abc import Iterator
 
 _PREFIX = "reviewkit: "
+_READY = "engine ready"
 _current: _Status | None = None
 
 
 class _Status:
     def __init__(self, first: str) -> None:
         from tqdm.auto import tqdm
+        from tqdm.autonotebook import tqdm as chosen  # tqdm.notebook's class inside Jupyter
+        from tqdm.std import tqdm as terminal
 
         self.started = time.perf_counter()
-        self.widget = tqdm.__module__.startswith("tqdm.notebook")
         self.bar = None
-        if self.widget:
+        if chosen is not terminal:
             self.bar = tqdm(total=None, desc=_PREFIX + first + "...", bar_format="{desc} [{elapsed}]", leave=True)
             self._stop = threading.Event()
             self._ticker = threading.Thread(target=self._tick, name="reviewkit-load-status", daemon=True)
@@ -56,6 +58,8 @@ class _Status:
         self._stop.set()
         self._ticker.join()
         self.bar.set_description_str(_PREFIX + text + " after", refresh=False)
+        if text == _READY:
+            self.bar.update(1)  # a full (green) bar rather than an empty one
         self.bar.close()
 
 
@@ -73,7 +77,7 @@ def shown(first: str = "loading the engine") -> Iterator[None]:
         ok = True
     finally:
         _current = None
-        status.close("engine ready" if ok else "loading failed")
+        status.close(_READY if ok else "loading failed")
 
 
 def step(text: str) -> None:
