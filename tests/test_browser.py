@@ -17,6 +17,7 @@ The classic Notebook 7 interface is not covered: the ``notebook`` package is not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,26 +151,33 @@ def _expect():
     return expect
 
 
-def open_and_run(browser, lab: Lab, name: str):
-    """Open the notebook, Run > Run All Cells, wait for the last cell; screenshot it whatever happened."""
+@contextlib.contextmanager
+def notebook_run(browser, lab: Lab, name: str) -> Iterator:
+    """Open the notebook, Run > Run All Cells, wait for the last cell and check that none failed;
+    yield the page; screenshot it however the run went, then shut its kernel (and engine) down."""
     expect = _expect()
     page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
     page.set_default_timeout(30_000)
-    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
-    expect(page.locator(".jp-StatusBar-TextItem", has_text="| Idle")).to_be_visible(timeout=120_000)
-    file_browser = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
-    if file_browser.count():
-        file_browser.click()  # more room for the notebook
     try:
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        busy = page.locator(".jp-CodeCell .jp-InputPrompt", has_text="[*]")
-        expect(busy.first).to_be_visible()
-        expect(busy).to_have_count(0, timeout=NOTEBOOK_TIMEOUT_MS)
-        expect(page.locator(".jp-StatusBar-TextItem", has_text="| Idle")).to_be_visible()
+        page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+        expect(page.locator(".jp-StatusBar-TextItem", has_text="| Idle")).to_be_visible(timeout=120_000)
+        file_browser = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+        if file_browser.count():
+            file_browser.click()  # more room for the notebook
+        try:
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            busy = page.locator(".jp-CodeCell .jp-InputPrompt", has_text="[*]")
+            expect(busy.first).to_be_visible()
+            expect(busy).to_have_count(0, timeout=NOTEBOOK_TIMEOUT_MS)
+            expect(page.locator(".jp-StatusBar-TextItem", has_text="| Idle")).to_be_visible()
+        finally:
+            screenshot(page, name)
+        check_no_errors(page, lab, name)
+        yield page
     finally:
-        screenshot(page, name)
-    return page
+        page.close()
+        lab.shut_down_kernels()
 
 
 def screenshot(page, name: str) -> Path:
@@ -203,8 +212,7 @@ def check_no_errors(page, lab: Lab, name: str) -> None:
     assert not as_text, f"{name}: widgets shown as text: {as_text}"
     page.get_by_role("menuitem", name="File", exact=True).click()
     page.get_by_role("menuitem", name=re.compile(r"^Save Notebook\b")).first.click()
-    expect(page.locator(".jp-NotebookPanel-toolbar, .jp-Toolbar").first).to_be_visible()
-    page.wait_for_timeout(1500)
+    expect(page.locator(".lm-TabBar-tab.jp-mod-dirty")).to_have_count(0)  # saved
     saved = json.loads((lab.root / name).read_text())
     error_outputs = [o for c in saved["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not error_outputs, f"{name}: saved error outputs: {error_outputs}"
@@ -224,11 +232,7 @@ def drag_slider(page, slider, fraction: float) -> None:
 
 def test_quickstart_in_jupyterlab(lab, browser):
     expect = _expect()
-    name = "01_quickstart.ipynb"
-    page = open_and_run(browser, lab, name)
-    try:
-        check_no_errors(page, lab, name)
-
+    with notebook_run(browser, lab, "01_quickstart.ipynb") as page:
         # load() said what it was doing: a status widget that ends "engine ready".
         load = cell(page, "engine = reviewkit.load()")
         expect(load.locator(".jp-OutputArea .widget-html-content", has_text="reviewkit: engine ready")).to_be_visible()
@@ -271,17 +275,11 @@ def test_quickstart_in_jupyterlab(lab, browser):
         expect(slider.locator(".widget-readout")).to_have_text("1.00")
         expect(caption).to_contain_text(">= 1.00")
         assert all_rows > 0 and rows.count() < all_rows, (all_rows, rows.count())
-    finally:
-        page.close()
-        lab.shut_down_kernels()
 
 
 def test_cost_sliders_move_the_figures(lab, browser):
     expect = _expect()
-    name = "03_cost.ipynb"
-    page = open_and_run(browser, lab, name)
-    try:
-        check_no_errors(page, lab, name)
+    with notebook_run(browser, lab, "03_cost.ipynb") as page:
         expect(page.locator(".jp-OutputArea-output.jp-RenderedImage img").first).to_be_visible()
         widgets = page.locator(".jp-CodeCell").filter(has=page.locator(".jp-OutputArea .widget-hslider"))
         expect(widgets).to_have_count(1)
@@ -297,6 +295,3 @@ def test_cost_sliders_move_the_figures(lab, browser):
             expect(figure).not_to_have_attribute("src", src)
             assert figure.evaluate("img => img.complete && img.naturalWidth > 200")
         screenshot(page, "03_cost-after-sliders.ipynb")
-    finally:
-        page.close()
-        lab.shut_down_kernels()
