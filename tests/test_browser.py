@@ -41,6 +41,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "out" / "screenshots"
 NOTEBOOK_TIMEOUT_MS = 300_000  # one notebook's run, its engine load included
+KERNEL_SHUTDOWN_S = 60  # a kernel that still holds an engine unloads it at exit (a few seconds)
 WIDTH, HEIGHT = 1400, 1000
 # What JupyterLab prints instead of a widget when the widget front end is missing.
 WIDGET_AS_TEXT = re.compile(r"HBox\(children=|FloatProgress\(|VBox\(children=|Error displaying widget")
@@ -53,10 +54,10 @@ class Lab:
     root: Path
     server: subprocess.Popen
 
-    def api(self, path: str, method: str = "GET"):
+    def api(self, path: str, method: str = "GET", timeout: float = 30):
         request = urllib.request.Request(f"{self.url}{path}", method=method,
                                          headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
         return json.loads(body) if body else None
 
@@ -64,11 +65,11 @@ class Lab:
         """Shut every kernel down and wait until its processes (vLLM's included) are gone."""
         processes = psutil.Process(self.server.pid).children(recursive=True)
         for session in self.api("/api/sessions"):
-            self.api(f"/api/sessions/{session['id']}", method="DELETE")
-        _, alive = psutil.wait_procs(processes, timeout=90)
+            self.api(f"/api/sessions/{session['id']}", method="DELETE", timeout=KERNEL_SHUTDOWN_S + 30)
+        _, alive = psutil.wait_procs(processes, timeout=KERNEL_SHUTDOWN_S + 30)
         for process in alive:  # started by this test's server; never leave an engine behind
             process.kill()
-        assert not alive, f"kernel processes still running 90 s after shutdown: {alive}"
+        assert not alive, f"kernel processes still running {KERNEL_SHUTDOWN_S + 30} s after shutdown: {alive}"
 
 
 def _free_port() -> int:
@@ -107,7 +108,7 @@ def lab(tmp_path_factory, request):
         server = subprocess.Popen(
             [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}", "--KernelManager.shutdown_wait_time=60"],
+             f"--ServerApp.root_dir={root}", f"--KernelManager.shutdown_wait_time={KERNEL_SHUTDOWN_S}"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     instance = Lab(f"http://127.0.0.1:{port}", token, root, server)
     deadline = time.monotonic() + 90
@@ -159,8 +160,10 @@ def notebook_run(browser, lab: Lab, name: str) -> Iterator:
     page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
     page.set_default_timeout(30_000)
     try:
-        page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+        # ?reset: a fresh workspace, not the previous notebook's tab (and a kernel for it) again
+        page.goto(f"{lab.url}/lab/tree/{name}?reset&token={lab.token}")
         expect(page.locator(".jp-StatusBar-TextItem", has_text="| Idle")).to_be_visible(timeout=120_000)
+        expect(page.locator(".jp-NotebookPanel")).to_have_count(1)
         file_browser = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
         if file_browser.count():
             file_browser.click()  # more room for the notebook
@@ -184,7 +187,12 @@ def screenshot(page, name: str) -> Path:
     """The whole notebook in one image: JupyterLab scrolls inside its own panel, so the
     viewport is made as tall as the notebook for the shot."""
     scroller = page.locator(".jp-NotebookPanel .jp-WindowedPanel-outer")
-    extra = scroller.evaluate("e => { e.scrollTo(0, 0); return e.scrollHeight - e.clientHeight; }")
+    extra = scroller.evaluate("""e => {
+        e.scrollTo(0, 0);
+        const cells = e.querySelectorAll(".jp-Cell");
+        const end = cells[cells.length - 1].getBoundingClientRect().bottom - e.getBoundingClientRect().top;
+        return Math.max(0, Math.ceil(end + 40 - e.clientHeight));  // not the blank scroll-past-end space
+    }""")
     page.set_viewport_size({"width": WIDTH, "height": min(HEIGHT + extra, 30_000)})
     page.wait_for_timeout(1000)  # relayout and images
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
