@@ -21,14 +21,20 @@ _READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet
 _WRITERS = (".csv", ".parquet", ".pq", ".jsonl")
 
 
-def _read(path: Path):
-    import pandas as pd
-
+def _check_input(path: Path) -> str:
+    """The pandas reader for ``path``, once its format is known and the file exists."""
     reader = _READERS.get(path.suffix.lower())
     if reader is None:
         raise SystemExit(f"reviewkit: cannot read {path}: use .csv, .parquet or .jsonl")
     if not path.is_file():
         raise SystemExit(f"reviewkit: input file {path} does not exist")
+    return reader
+
+
+def _read(path: Path):
+    import pandas as pd
+
+    reader = _check_input(path)
     try:
         if reader == "read_json":
             return pd.read_json(path, lines=path.suffix.lower() == ".jsonl")
@@ -98,6 +104,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     import reviewkit
 
     # Every argument is checked before the engine loads (half a minute to minutes).
+    _check_input(args.input)
     out_path = args.output or args.input.with_name(args.input.stem + ".sentiment" + args.input.suffix)
     _check_output(out_path, args.input)
     _check_labels(args.labels)
