@@ -41,7 +41,10 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "out" / "screenshots"
 NOTEBOOK_TIMEOUT_MS = 300_000  # one notebook's run, its engine load included
-KERNEL_SHUTDOWN_S = 60  # a kernel that still holds an engine unloads it at exit (a few seconds)
+# A kernel that loaded an engine does not exit by itself after a shutdown request (seen here,
+# cause not found; a plain script exits at once after unload()): Jupyter kills it after its
+# shutdown_wait_time (5 s), with vLLM's processes, which share its process group.
+KERNEL_SHUTDOWN_S = 60
 WIDTH, HEIGHT = 1400, 1000
 # What JupyterLab prints instead of a widget when the widget front end is missing.
 WIDGET_AS_TEXT = re.compile(r"HBox\(children=|FloatProgress\(|VBox\(children=|Error displaying widget")
@@ -65,11 +68,11 @@ class Lab:
         """Shut every kernel down and wait until its processes (vLLM's included) are gone."""
         processes = psutil.Process(self.server.pid).children(recursive=True)
         for session in self.api("/api/sessions"):
-            self.api(f"/api/sessions/{session['id']}", method="DELETE", timeout=KERNEL_SHUTDOWN_S + 30)
-        _, alive = psutil.wait_procs(processes, timeout=KERNEL_SHUTDOWN_S + 30)
+            self.api(f"/api/sessions/{session['id']}", method="DELETE", timeout=KERNEL_SHUTDOWN_S)
+        _, alive = psutil.wait_procs(processes, timeout=KERNEL_SHUTDOWN_S)
         for process in alive:  # started by this test's server; never leave an engine behind
             process.kill()
-        assert not alive, f"kernel processes still running {KERNEL_SHUTDOWN_S + 30} s after shutdown: {alive}"
+        assert not alive, f"kernel processes still running {KERNEL_SHUTDOWN_S} s after shutdown: {alive}"
 
 
 def _free_port() -> int:
@@ -108,7 +111,7 @@ def lab(tmp_path_factory, request):
         server = subprocess.Popen(
             [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}", f"--KernelManager.shutdown_wait_time={KERNEL_SHUTDOWN_S}"],
+             f"--ServerApp.root_dir={root}"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     instance = Lab(f"http://127.0.0.1:{port}", token, root, server)
     deadline = time.monotonic() + 90
