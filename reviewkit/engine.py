@@ -10,6 +10,8 @@ through the same small interface (:class:`reviewkit.engines.base.Engine`).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import gc
 import logging
 import multiprocessing
@@ -17,7 +19,7 @@ import os
 import threading
 from typing import Any, Callable
 
-from reviewkit import activity
+from reviewkit import activity, loadstatus
 from reviewkit.engines.base import Engine, EngineDeadError, ScoredPrompt
 from reviewkit.engines.local import EngineLoadError, LocalEngine
 from reviewkit.settings import resolve_settings
@@ -124,14 +126,23 @@ def _install(settings: Any, start: Callable[[], Engine], *, reload: bool, warm_u
                 )
             _unload_locked()
         _refuse_during_spawn_bootstrap()
-        with activity.working("load"):
+        with activity.working("load"), loadstatus.shown():
             engine = start()
             if warm_up:
                 from reviewkit import scoring
 
+                loadstatus.step("warming up (the prompts' calibration)")
                 scoring.warm_up(engine)
         _engine = engine
+        _unload_at_exit()
         return engine
+
+
+@functools.cache
+def _unload_at_exit() -> None:
+    # Runs before vLLM's own exit-time shutdown (atexit is last in, first out), which gives
+    # the engine processes 5 s and then kills them with warnings; unload waits for them.
+    atexit.register(unload)
 
 
 def _unload_locked() -> bool:

@@ -40,7 +40,7 @@ def test_settings_refuse_bad_values_naming_them(url, options, error):
 def test_environment_names_a_server_or_the_seeds_runpod_endpoint(monkeypatch):
     import runpod
 
-    env = {"REVIEWKIT_ENGINE_URL": "http://pod:8000/v1", "REVIEWKIT_API_KEY": KEY, "LLM_MODEL": "m"}
+    env = {"REVIEWKIT_ENGINE_URL": "http://pod:8000/v1", "REVIEWKIT_ENGINE_API_KEY": KEY, "LLM_MODEL": "m"}
     assert remote.settings_from_environment(env) == {"url": "http://pod:8000/v1", "api_key": KEY, "model": "m"}
     seed = {"USE_RUNPOD": "true", "RUNPOD_ENDPOINT_ID": "ep1", "RUNPOD_API_KEY": KEY}
     monkeypatch.setattr(runpod, "endpoint_url_base", "https://api.runpod.ai/v2")

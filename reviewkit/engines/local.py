@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from reviewkit import loadstatus
 from reviewkit.engines.base import Engine, EngineDeadError, ScoredPrompt
 from reviewkit.settings import EngineSettings
 
@@ -24,6 +25,10 @@ log = logging.getLogger("reviewkit")
 #: Set to ``0``/``off`` to keep reviewkit from preloading tcmalloc into vLLM's CPU engine.
 TCMALLOC_ENV = "REVIEWKIT_TCMALLOC"
 TCMALLOC_NAME = "libtcmalloc_minimal.so.4"
+#: Seconds vLLM's engine process and its worker may take to exit on unload before vLLM kills
+#: them and logs "force killing remaining processes" (vLLM waits 5 s, less than their teardown
+#: takes on a busy small CPU machine). A clean exit takes a few seconds; this is the bound.
+SHUTDOWN_TIMEOUT_S = 60
 _LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
                  "/usr/local/lib", "/lib/x86_64-linux-gnu", "/lib64")
 
@@ -119,7 +124,7 @@ class LocalEngine(Engine):
     def close(self) -> None:
         engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if engine_core is not None:
-            engine_core.shutdown()
+            engine_core.shutdown(timeout=SHUTDOWN_TIMEOUT_S)
         self.llm = None
 
 
@@ -130,15 +135,21 @@ def start(settings: EngineSettings) -> LocalEngine:
     if cpu:
         cpu_defaults(llm_kwargs)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # before vllm's logger is configured
+    # The engine process waits this long for its worker on shutdown (vLLM: 5 s) before killing it.
+    os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_TIMEOUT_S // 2))
+    loadstatus.step("importing vLLM")
     vllm = _import_vllm()  # before a minute of conversion that would be wasted without it
     if settings.is_embedded:
         from reviewkit import embedded
 
-        model_path = str(embedded.ensure_converted())
+        if not embedded.is_converted():
+            loadstatus.step(f"converting the embedded model, once (about a minute), into {embedded.model_dir()}")
+        model_path = str(embedded.ensure_converted(quiet=True))
     else:
         model_path = settings.model
     llm_kwargs.setdefault("disable_log_stats", True)
     log.info("loading vLLM engine: %s", settings.describe())
+    loadstatus.step(f"starting vLLM with {settings.model}")
     started = time.perf_counter()
     preload = tcmalloc_preload(os.environ) if cpu else None
     try:

@@ -207,7 +207,7 @@ class HttpClient:
         if status in (401, 403):
             raise RemoteAuthError(
                 f"{url} refused the API key (HTTP {status}): pass api_key=... to reviewkit.connect (or set "
-                "REVIEWKIT_API_KEY; for RunPod, RUNPOD_API_KEY) with a key the server accepts.")
+                "REVIEWKIT_ENGINE_API_KEY; for RunPod, RUNPOD_API_KEY) with a key the server accepts.")
         if status >= 400:
             raise RemoteRequestError(self.redact(f"{method} {url} was refused with HTTP {status}: "
                                                  f"{self._message(response)}"), status)

@@ -16,7 +16,7 @@ from typing import Any
 from reviewkit.engines.remote_http import RetryPolicy
 
 ENV_URL = "REVIEWKIT_ENGINE_URL"
-ENV_API_KEY = "REVIEWKIT_API_KEY"
+ENV_API_KEY = "REVIEWKIT_ENGINE_API_KEY"
 RUNPOD_DEFAULT_BASE = "https://api.runpod.ai/v2"  # runpod-python's default endpoint_url_base
 _POLICY_FIELDS = tuple(f.name for f in dataclasses.fields(RetryPolicy))
 
@@ -90,7 +90,7 @@ class RemoteSettings:
 def settings_from_environment(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``reviewkit.connect`` arguments from the environment.
 
-    ``REVIEWKIT_ENGINE_URL`` (+ ``REVIEWKIT_API_KEY``) names any vLLM server; else the
+    ``REVIEWKIT_ENGINE_URL`` (+ ``REVIEWKIT_ENGINE_API_KEY``) names any vLLM server; else the
     seed's ``USE_RUNPOD=true`` + ``RUNPOD_ENDPOINT_ID`` + ``RUNPOD_API_KEY`` name a RunPod
     Serverless endpoint's OpenAI route under runpod-python's ``runpod.endpoint_url_base``
     (``$RUNPOD_ENDPOINT_BASE_URL``, default https://api.runpod.ai/v2). ``LLM_MODEL``, if

@@ -8,7 +8,19 @@ Needs the ``serve`` extra (FastAPI, uvicorn); importing ``reviewkit`` does not i
 
 from __future__ import annotations
 
-from reviewkit.serve.application import app
-from reviewkit.serve.runner import run
+from typing import Any
 
 __all__ = ["app", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so the command line's parser (reviewkit.serve.command) needs no FastAPI.
+    if name == "app":
+        from reviewkit.serve.application import app
+
+        return app
+    if name == "run":
+        from reviewkit.serve.runner import run
+
+        return run
+    raise AttributeError(f"module 'reviewkit.serve' has no attribute {name!r}")
