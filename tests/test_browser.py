@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT
+from rk_support import ROOT
 
 pytestmark = pytest.mark.browser
 

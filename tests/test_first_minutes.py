@@ -10,7 +10,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run_python
+from rk_support import ROOT, run_python
 
 _CASES = r"""
 import json, sys
