@@ -59,8 +59,8 @@ class LocalEngine(Engine):
 
     @property
     def model_id(self) -> str:
-        if self.settings.is_embedded:
-            return f"embedded:{Path(self.model_path).name}"
+        if self.settings.is_packaged:  # the name, and the folder's digest and conversion version
+            return f"{self.settings.model}:{Path(self.model_path).name}"
         return self.settings.model
 
     def score_labels(self, prompts: Sequence[list[int]], label_token_ids: list[int]) -> list[ScoredPrompt]:
@@ -131,10 +131,10 @@ def start(settings: EngineSettings) -> LocalEngine:
         cpu_defaults(llm_kwargs)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # before vllm's logger is configured
     vllm = _import_vllm()  # before a minute of conversion that would be wasted without it
-    if settings.is_embedded:
+    if settings.is_packaged:
         from reviewkit import embedded
 
-        model_path = str(embedded.ensure_converted())
+        model_path = str(embedded.ensure_converted(settings.model))
     else:
         model_path = settings.model
     llm_kwargs.setdefault("disable_log_stats", True)
