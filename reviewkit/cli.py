@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def engine_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default=None,
-                       help="'embedded', a Hugging Face id or a path (default: LLM_MODEL, else by hardware)")
+                       help="'embedded', 'smollm2', a Hugging Face id or a path "
+                            "(default: LLM_MODEL, else by hardware)")
         p.add_argument("--max-model-len", type=int, default=None, help="vLLM max_model_len")
         p.add_argument("--no-prefix-caching", action="store_true", help="turn vLLM prefix caching off")
         p.add_argument("--no-cache", action="store_true", help="bypass the on-disk result cache")
