@@ -25,7 +25,7 @@ LONG_TEXT = "The food was great. " * 2000  # beyond any max_model_len here
 CONTRACT = {  # index -> text: unsorted, duplicated index, NaN, emoji, duplicate text, long text
     "h": "The pasta was wonderful and the staff were lovely, will be back!",
     "c": None,
-    "a": "Cold food, rude staff and an hour's wait. Never again.",
+    "a": "Cold food and a rude waiter.",
     "g": float("nan"),
     "b": "😋😋🔥",
     "f": LONG_TEXT,
@@ -49,6 +49,13 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half, centre + half)
 
 
+def _fresh(reviewkit) -> None:
+    """Make the next run compute every review: whether a review's KV blocks come from the
+    prefix cache changes bf16 rounding (up to 0.02 in probability here), and runs are
+    compared to 1e-6 below."""
+    reviewkit.current_engine().llm.reset_prefix_cache()
+
+
 def _labels(values) -> list:
     return [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in values]
 
@@ -58,8 +65,10 @@ def contract(reviewkit, pd) -> dict:
                       index=list(CONTRACT))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        _fresh(reviewkit)
         out = reviewkit.analyze(df, cache=False, progress=False)
     stats = reviewkit.last_run()
+    _fresh(reviewkit)
     accessor = df.reviewkit.analyze(cache=False, progress=False)
     summary = accessor.reviewkit.summarize(by="restaurant_id")
     return {"index": list(out.index), "columns": list(out.columns), "restaurant_id": out["restaurant_id"].tolist(),
@@ -72,11 +81,12 @@ def contract(reviewkit, pd) -> dict:
                       "computed": stats.computed, "truncated": stats.truncated, "model": stats.model}}
 
 
-def cli_run(pd, texts: list[str]) -> dict:
+def cli_run(reviewkit, pd, texts: list[str]) -> dict:
     from reviewkit import cli
 
     folder = Path(tempfile.mkdtemp(prefix="rk-smollm2-cli-"))
     pd.DataFrame({"content": texts}).to_csv(folder / "in.csv", index=False)
+    _fresh(reviewkit)
     code = cli.main(["analyze", str(folder / "in.csv"), "-o", str(folder / "out.csv"), "--model", "smollm2",
                      "--no-cache", "-q"])
     out = pd.read_csv(folder / "out.csv")
@@ -85,6 +95,7 @@ def cli_run(pd, texts: list[str]) -> dict:
 
 def accuracy(reviewkit, np, pd, name: str, n: int, **options) -> dict:
     data = pd.read_csv(HERE / "data" / name).head(n)
+    _fresh(reviewkit)
     started = time.perf_counter()
     scored = reviewkit.score_texts(list(data["text"]), cache=False, progress=False, **options)
     seconds = time.perf_counter() - started
@@ -116,7 +127,7 @@ def by_name(reviewkit, np, pd, args) -> dict:
         "prefix_block_size": engine.prefix_block_size}}
     res["contract"] = contract(reviewkit, pd)
     res["seed"] = reviewkit.SentimentAnalyzer(cache=False).analyze(SEED_REVIEWS, restaurant_id=3)
-    res["cli"] = cli_run(pd, [t for t in CONTRACT.values() if isinstance(t, str) and t.strip()][:3])
+    res["cli"] = cli_run(reviewkit, pd, [t for t in CONTRACT.values() if isinstance(t, str) and t.strip()][:3])
 
     en = accuracy(reviewkit, np, pd, "sentence_polarity_sample_en.csv", args.sample)
     raw = accuracy(reviewkit, np, pd, "sentence_polarity_sample_en.csv", args.sample, calibrate_scores=False)
@@ -129,7 +140,7 @@ def by_name(reviewkit, np, pd, args) -> dict:
     res["korean"] = accuracy(reviewkit, np, pd, "nsmc_sample_ko.csv", args.korean) if args.korean else None
 
     cache = ResultCache(Path(tempfile.mkdtemp(prefix="rk-smollm2-cache-")) / "results.sqlite3")
-    texts = [t for t in CONTRACT.values() if isinstance(t, str) and t.strip()]
+    texts = list(dict.fromkeys(t for t in CONTRACT.values() if isinstance(t, str) and t.strip()))
     first = reviewkit.score_texts(texts, cache=cache, progress=False)
     again = reviewkit.score_texts(texts, cache=cache, progress=False)
     res["cache"] = {"path": str(cache.path), "texts": texts, "entries": len(cache),
