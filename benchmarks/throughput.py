@@ -74,10 +74,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="interleaved rounds of reviewkit / raw engine / seed's way (default 3)")
     parser.add_argument("--quick", action="store_true", help="small N for a smoke run (a few minutes on 2 CPU cores)")
     parser.add_argument("--model", default=None,
-                        help="model for reviewkit.load (default: reviewkit's default: LLM_MODEL, the pod "
-                             "model on a CUDA GPU, else the embedded Gemma)")
+                        help="model for reviewkit.load, e.g. smollm2 (default: reviewkit's default: LLM_MODEL, "
+                             "the pod model on a CUDA GPU, else the embedded Gemma)")
     parser.add_argument("--measure-conversion", action="store_true",
-                        help="convert the embedded model into a fresh temporary folder first and time it")
+                        help="convert the packaged model (--model, default embedded) into a fresh temporary "
+                             "folder first and time it")
     parser.add_argument("--data-dir", default=None,
                         help="folder with the labelled CSVs (default: tests/data in the repo)")
     parser.add_argument("--chunk-size", type=int, default=None, help="analyze(chunk_size=...) (default: reviewkit's)")
@@ -197,8 +198,12 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
     if conversion_dir is not None:
         from reviewkit import embedded
 
+        name = args.model or embedded.EMBEDDED_NAME
+        if name not in embedded.PACKAGED:
+            raise SystemExit(f"--measure-conversion needs a packaged model {sorted(embedded.PACKAGED)}, "
+                             f"not {name!r}")
         os.environ["REVIEWKIT_MODEL_DIR"] = str(conversion_dir)
-        _, conv = rec.run("convert embedded model", lambda: embedded.ensure_converted(quiet=True))
+        _, conv = rec.run(f"convert {name} model", lambda: embedded.ensure_converted(name, quiet=True))
         load["conversion_seconds"] = conv
     engine, wall = rec.run("load (prefix caching)", lambda: reviewkit.load(args.model, reload=True))
     load["load_seconds"] = engine.load_seconds

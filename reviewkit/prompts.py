@@ -154,7 +154,8 @@ class PromptTemplate:
 
     def _build(self, tokenizer: Any, align_to: int) -> BuiltPrompt:
         text_ids = list(tokenizer(self.prefix_text())["input_ids"])  # with <bos> if the model uses it
-        # Blank lines right after <bos> (measured: they change accuracy least).
+        # Blank lines right after <bos> (measured: they change accuracy least); at the very
+        # start for tokenizers that add no <bos> (SmolLM2, Qwen: within a point of unpadded).
         start = 1 if text_ids and text_ids[0] == getattr(tokenizer, "bos_token_id", None) else 0
         newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
         padding = (-len(text_ids)) % max(1, align_to) if len(newline) == 1 else 0
@@ -165,7 +166,7 @@ class PromptTemplate:
         for label, words in self.label_words:
             group: list[int] = []
             for word in words:
-                ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
+                ids = _label_tokens(tokenizer, suffix_ids, "\n" + self.answer_tag, word)
                 if not ids:
                     raise ValueError(f"label word {word!r} has no tokens")
                 if not tokenizer.decode(ids[:1]).strip():
@@ -184,6 +185,18 @@ class PromptTemplate:
             groups.append(group)
         return BuiltPrompt(prefix_ids, suffix_ids, list(first_tokens), self.labels,
                            f"{self.version}.{len(prefix_ids)}", tuple(map(tuple, groups)))
+
+
+def _label_tokens(tokenizer: Any, tag_ids: list[int], tag: str, label: str) -> list[int]:
+    """The label's tokens as they follow the answer tag, as in the few-shot examples.
+
+    Tokenized in context: a SentencePiece tokenizer may split a lone ``" positive"``
+    differently (a bare word-start piece first) than after ``Sentiment:``.
+    """
+    ids = list(tokenizer(f"{tag} {label}", add_special_tokens=False)["input_ids"])
+    if ids[:len(tag_ids)] == tag_ids:
+        return ids[len(tag_ids):]
+    return list(tokenizer(" " + label, add_special_tokens=False)["input_ids"])
 
 
 def _default_examples(labels: tuple[str, ...], language: str = "en") -> tuple[tuple[str, str], ...]:

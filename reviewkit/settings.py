@@ -32,6 +32,13 @@ class EngineSettings:
     def is_embedded(self) -> bool:
         return self.model == EMBEDDED
 
+    @property
+    def is_packaged(self) -> bool:
+        """A model installed from PyPI and loaded by name (``embedded``, ``smollm2``)."""
+        from reviewkit.embedded import PACKAGED
+
+        return self.model in PACKAGED
+
     def llm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``vllm.LLM`` (the model path is added by the engine)."""
         kwargs: dict[str, Any] = {
@@ -120,8 +127,11 @@ def resolve_settings(
     chosen_model = model or env.get("LLM_MODEL") or default_model(env)
     tp = tensor_parallel_size or _env_int(env, "VLLM_TENSOR_PARALLEL_SIZE") or 1
     max_len = max_model_len or _env_int(env, "VLLM_MAX_MODEL_LEN")
-    if chosen_model == EMBEDDED and max_len is None:
-        max_len = 2048  # plenty for reviews; keeps the CPU KV cache small
+    if max_len is None:
+        from reviewkit.embedded import PACKAGED
+
+        if chosen_model in PACKAGED:  # plenty for reviews; keeps the CPU KV cache small
+            max_len = PACKAGED[chosen_model].max_model_len
     if not isinstance(tp, int) or tp < 1:
         raise ValueError(f"tensor_parallel_size must be a positive integer, got {tp!r}")
     return EngineSettings(

@@ -30,7 +30,7 @@ def test_interrupted_conversion_leaves_no_model_behind(tmp_path):
     proc.wait()
     target = tmp_path / embedded.model_dir().name
     assert not target.exists()  # only a staging folder may remain, never the model folder
-    code = ("import os; os.environ['REVIEWKIT_MODEL_DIR']=%r; from reviewkit import embedded; "
-            "print(embedded.is_converted(embedded.model_dir()))" % str(tmp_path))
+    code = (f"import os; os.environ['REVIEWKIT_MODEL_DIR']={str(tmp_path)!r}; from reviewkit import embedded; "
+            "print(embedded.is_converted(embedded.model_dir()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False"

@@ -49,3 +49,20 @@ def test_extra_engine_options_are_part_of_the_settings():
     assert a != b
     assert a.llm_kwargs()["gpu_memory_utilization"] == 0.8
     assert resolve_settings("embedded", env={}) == resolve_settings(env={})
+
+
+def test_packaged_models_get_the_short_default_context_and_other_models_their_own():
+    smol = resolve_settings("smollm2", env={})
+    assert smol.is_packaged and not smol.is_embedded and smol.max_model_len == 2048
+    assert resolve_settings("smollm2", max_model_len=4096, env={}).max_model_len == 4096
+    folder = resolve_settings(env={"LLM_MODEL": "/models/smollm2-135m-instruct"})
+    assert not folder.is_packaged and folder.max_model_len is None  # vLLM takes the model's own
+
+
+def test_unknown_packaged_model_and_missing_package_name_the_fix():
+    from reviewkit import embedded
+
+    with pytest.raises(ValueError, match="smollm2"):
+        embedded.model_dir("gemma-9000")
+    with pytest.raises(ImportError, match="pip install"):
+        embedded._wheel_file("no-such-distribution-rk", ".gguf", "pip install no-such-distribution-rk")

@@ -64,8 +64,8 @@ class LocalEngine(Engine):
 
     @property
     def model_id(self) -> str:
-        if self.settings.is_embedded:
-            return f"embedded:{Path(self.model_path).name}"
+        if self.settings.is_packaged:  # the name, and the folder's digest and conversion version
+            return f"{self.settings.model}:{Path(self.model_path).name}"
         return self.settings.model
 
     def score_labels(self, prompts: Sequence[list[int]], label_token_ids: list[int]) -> list[ScoredPrompt]:
@@ -139,12 +139,13 @@ def start(settings: EngineSettings) -> LocalEngine:
     os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_TIMEOUT_S // 2))
     loadstatus.step("importing vLLM")
     vllm = _import_vllm()  # before a minute of conversion that would be wasted without it
-    if settings.is_embedded:
+    if settings.is_packaged:
         from reviewkit import embedded
 
-        if not embedded.is_converted():
-            loadstatus.step(f"converting the embedded model, once (about a minute), into {embedded.model_dir()}")
-        model_path = str(embedded.ensure_converted(quiet=True))
+        if not embedded.is_converted(embedded.model_dir(settings.model)):
+            loadstatus.step(f"converting the packaged model {settings.model!r}, once (about a minute), "
+                            f"into {embedded.model_dir(settings.model)}")
+        model_path = str(embedded.ensure_converted(settings.model, quiet=True))
     else:
         model_path = settings.model
     llm_kwargs.setdefault("disable_log_stats", True)
