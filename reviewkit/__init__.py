@@ -49,6 +49,7 @@ _LAZY = {
     "activity": "reviewkit.activity",
     "sample_reviews": "reviewkit.samples",
     "plot_summary": "reviewkit.plots",
+    "ray": "reviewkit.ray",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
