@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,8 +28,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from reviewkit.distributed import actor as actor_module
-from reviewkit.distributed.actor import ERROR, POSITION, PRESET_ERROR, SCORE, SENTIMENT, ReviewScorer
+from reviewkit import activity
+from reviewkit.distributed.actor import ERROR, NO_TEXT, POSITION, PRESET_ERROR, SCORE, SENTIMENT, ReviewScorer
+from reviewkit.distributed.figures import RayRun, RunFigures
 from reviewkit.distributed.parts import OutputFolder, drop_written
 from reviewkit.prompts import DEFAULT_LABELS
 from reviewkit.scoring import clean_text
@@ -46,43 +46,6 @@ log = logging.getLogger("reviewkit")
 #: (about 8 s of a 2-core CPU, well under a second of a GPU), small enough that an
 #: interrupt or a crash loses little.
 DEFAULT_BATCH_SIZE = 512
-
-
-@dataclass
-class RayRun:
-    """Figures of one ``reviewkit.ray.analyze`` call that ran (``last_run()``)."""
-
-    rows: int = 0               # rows in the input
-    skipped: int = 0            # rows whose id was already in ``output`` (resumed)
-    scored: int = 0             # rows finished by this run
-    no_text: int = 0            # rows with NaN/empty text (NaN, error "no text")
-    errors: int = 0             # rows that failed alone (NaN and their error)
-    seconds: float = 0.0        # wall time of the call, engine loads included
-    actors: int = 0             # actors that started
-    restarts: int = 0           # actor restarts (a crashed actor or a dead engine)
-    per_actor: dict[str, dict[str, Any]] = field(default_factory=dict)
-    output: str | None = None
-    parts: int = 0              # part files this run wrote
-    interrupted: bool = False
-
-    @property
-    def reviews_per_s(self) -> float:
-        """Rows finished per second of the whole call."""
-        return self.scored / self.seconds if self.seconds > 0 else math.nan
-
-    def actor_reviews_per_s(self) -> dict[str, float]:
-        """Per actor: rows per second of its busy time (batches, not its engine load)."""
-        return {key: a["rows"] / a["busy_seconds"] if a["busy_seconds"] else math.nan
-                for key, a in self.per_actor.items()}
-
-    def __str__(self) -> str:
-        per_actor = ", ".join(f"{v:.1f}" for v in self.actor_reviews_per_s().values()) or "n/a"
-        text = (f"{self.scored} of {self.rows} rows in {self.seconds:.1f} s ({self.reviews_per_s:.1f} reviews/s; "
-                f"per actor {per_actor}), {self.actors} actor(s), {self.restarts} restart(s), "
-                f"{self.skipped} already written, {self.no_text} without text, {self.errors} error(s)")
-        if self.output:
-            text += f"; {self.parts} part file(s) written to {self.output}"
-        return text + (" [interrupted]" if self.interrupted else "")
 
 
 _last: RayRun | None = None
@@ -106,7 +69,7 @@ def analyze(
     engine_options: dict[str, Any] | None = None,
     output: str | os.PathLike[str] | None = None,
     cache: bool = False,
-) -> Any:
+) -> pd.DataFrame | ray.data.Dataset | RayRun:
     """Score ``data`` on a Ray cluster, ``concurrency`` engines at a time.
 
     Args:
@@ -245,7 +208,7 @@ class _Run:
             raise KeyError(f"column {self.id_column!r} not found: output= needs an id column "
                            f"(id=...); the DataFrame's columns are {list(df.columns)}")
         try:
-            ids = pa.array(df[self.id_column].tolist())
+            ids = pa.array(df[self.id_column].tolist(), from_pandas=True)  # NaN and None are missing
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise TypeError(f"the ids in {self.id_column!r} must be of one type (all int or all str): {exc}") from exc
         _check_ids(ids, self.id_column)
@@ -256,8 +219,10 @@ class _Run:
             kept = drop_written(table, self.id_column, written)
             skipped, table = table.num_rows - kept.num_rows, kept
         self._execute(_blocks(table, self.batch_size), "write", rows=len(df), skipped=skipped)
-        stored = self.output.read().to_pandas().set_index(self.id_column)
-        results = stored.reindex(df[self.id_column].to_numpy())
+        stored = self.output.read()
+        if stored is None:  # an empty DataFrame
+            return _with_results(df, None, self.labels)
+        results = stored.to_pandas().set_index(self.id_column).reindex(df[self.id_column].to_numpy())
         return _with_results(df, pa.Table.from_pandas(results, preserve_index=False), self.labels)
 
     # --- Dataset or paths in --------------------------------------------------------------
@@ -266,7 +231,7 @@ class _Run:
         if schema is not None and self.text not in schema.names:
             raise KeyError(f"column {self.text!r} not found; the dataset's columns are {list(schema.names)}")
         if self.output is None:
-            return self._map(ds, "append", figures=None)  # lazy: runs when consumed
+            return self._map(self._batches(ds), "append", figures=None)  # lazy: runs when consumed
         ray = _ray()
         names = ds.schema().names
         for column in (self.text, self.id_column):
@@ -284,7 +249,12 @@ class _Run:
             skipped = int(pc.sum(pc.is_in(ids, value_set=written.cast(ids.type))).as_py() or 0)
             ds = ds.map_batches(drop_written, batch_format="pyarrow", zero_copy_batch=True,
                                 fn_kwargs={"id_column": self.id_column, "written": ray.put(written)})
-        return self._execute(ds, "write", rows=len(ids), skipped=skipped, run_only=True)
+        return self._execute(self._batches(ds), "write", rows=len(ids), skipped=skipped, run_only=True)
+
+    def _batches(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+        """One block per batch (a file read is one block): each batch is then its own task, so
+        actors share the work, and a crash or an interrupt costs one batch, not a whole file."""
+        return ds.repartition(target_num_rows_per_block=self.batch_size, strict=True)
 
     # --- shared ---------------------------------------------------------------------------
     def _prepare_output(self) -> pa.Array | None:
@@ -321,13 +291,16 @@ class _Run:
         global _last
         ray = _ray()
         started = time.perf_counter()
-        figures = ray.remote(num_cpus=0)(actor_module.RunFigures).remote()
+        figures = ray.remote(num_cpus=0)(RunFigures).remote()
         stats = RayRun(rows=rows, skipped=skipped, output=self.output.uri if self.output else None)
         pieces: list[pa.Table] = []
         try:
             ds = source if isinstance(source, ray.data.Dataset) else _from_blocks(ray, source)
-            if ds is not None:
-                for batch in self._map(ds, mode, figures).iter_batches(batch_size=None, batch_format="pyarrow"):
+            # The driver's machine counts as busy for the idle watchdog while the run lasts
+            # (the actors' machines mark themselves busy while they score).
+            with activity.working("ray"):
+                for batch in () if ds is None else self._map(ds, mode, figures).iter_batches(
+                        batch_size=None, batch_format="pyarrow"):
                     pieces.append(batch)
                     stats.scored += sum(batch.column("rows").to_pylist()) if mode == "write" else batch.num_rows
         except KeyboardInterrupt:
@@ -358,7 +331,7 @@ class _Run:
             stats.errors = sum(sum(p.column("errors").to_pylist()) for p in pieces)
         else:
             errors = [e for p in pieces for e in p.column(ERROR).to_pylist()]
-            stats.no_text = errors.count(actor_module.NO_TEXT)
+            stats.no_text = errors.count(NO_TEXT)
             stats.errors = sum(e is not None for e in errors) - stats.no_text
         stats.seconds = time.perf_counter() - started
         log.info("reviewkit.ray: %s", stats)

@@ -1,4 +1,4 @@
-"""The Ray Data actor that holds one engine, and the small actor that counts a run's figures.
+"""The Ray Data actor that holds one engine.
 
 ``ReviewScorer`` is the callable class given to ``Dataset.map_batches``: Ray starts one per
 pool slot, each loads its engine once (``reviewkit.load``) and scores every batch it is sent
@@ -136,30 +136,3 @@ class ReviewScorer:
         closer.start()
         closer.join(timeout=10)
         os._exit(1)
-
-
-class RunFigures:
-    """Counts of one run, reported by the actors (a Ray actor with no CPU of its own)."""
-
-    def __init__(self) -> None:
-        self.actors: dict[str, dict[str, Any]] = {}
-
-    def _actor(self, key: str) -> dict[str, Any]:
-        return self.actors.setdefault(key, {"starts": 0, "rows": 0, "batches": 0, "busy_seconds": 0.0,
-                                            "load_seconds": [], "pids": [], "node": None, "module": None})
-
-    def started(self, key: str, pid: int, node: str, load_seconds: float, module: str) -> None:
-        actor = self._actor(key)
-        actor["starts"] += 1
-        actor["pids"].append(pid)
-        actor["load_seconds"].append(load_seconds)
-        actor["node"], actor["module"] = node, module
-
-    def finished_batch(self, key: str, rows: int, seconds: float) -> None:
-        actor = self._actor(key)
-        actor["rows"] += rows
-        actor["batches"] += 1
-        actor["busy_seconds"] += seconds
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return self.actors

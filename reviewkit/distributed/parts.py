@@ -121,8 +121,13 @@ class OutputFolder:
         self.fs.move(temporary, path)
 
 
-def drop_written(batch: pa.Table, id_column: str, written: pa.Array) -> pa.Table:
-    """The rows of ``batch`` whose id is not in ``written`` (a Ray Data map_batches task)."""
+def drop_written(batch: pa.Table, id_column: str, written: Any) -> pa.Table:
+    """The rows of ``batch`` whose id is not in ``written`` (a Ray Data map_batches task;
+    ``written`` may be an ObjectRef, so the ids travel to each node once, not with each task)."""
+    if not isinstance(written, pa.Array):
+        import ray
+
+        written = ray.get(written)
     ids = batch.column(id_column)
     if ids.type != written.type:
         written = written.cast(ids.type)
