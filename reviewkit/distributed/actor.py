@@ -34,6 +34,8 @@ RESULT_TYPES = {SENTIMENT: pa.string(), SCORE: pa.float64(), ERROR: pa.string()}
 #: Internal columns a DataFrame's rows travel with (dropped from every result).
 POSITION = "__reviewkit_row"
 PRESET_ERROR = "__reviewkit_error"
+#: How often a busy actor checks that its engine is alive.
+WATCH_SECONDS = 1.0
 #: The ``error`` of a row with no text (NaN, None, empty, blank): no model call was made.
 NO_TEXT = "no text"
 
@@ -81,6 +83,11 @@ class ReviewScorer:
         self.engine = reviewkit.load(**engine_options)
         self.labels, self.text, self.id_column, self.mode = labels, text, id_column, mode
         self.output, self.cache, self.figures = output, cache, figures
+        # vLLM's blocking generate() can wait forever once its engine process is gone (its
+        # monitor marks the engine dead, but the waiting call is not woken), so a thread
+        # checks the engine while a batch runs and ends the actor if it has died.
+        self._busy = threading.Event()
+        threading.Thread(target=self._watch_engine, daemon=True, name="reviewkit-engine-watch").start()
         context = ray.get_runtime_context()
         self.key = context.get_actor_id() or f"pid-{os.getpid()}"
         if figures is not None:
@@ -89,12 +96,15 @@ class ReviewScorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
+        self._busy.set()
         try:
             self.engine.check_alive()
             sentiments, scores, errors = score_rows(batch.column(self.text).to_pylist(), self._score,
                                                     self.engine.check_alive)
         except EngineDeadError as exc:
             self._exit_for_restart(exc)
+        finally:
+            self._busy.clear()
         if PRESET_ERROR in batch.column_names:  # rows the driver could not turn into text
             preset = batch.column(PRESET_ERROR).to_pylist()
             errors = [p if p is not None else e for p, e in zip(preset, errors, strict=True)]
@@ -124,6 +134,15 @@ class ReviewScorer:
         no_text = sum(e == NO_TEXT for e in results[ERROR])
         return pa.table({"part": [part], "rows": [batch.num_rows], "no_text": [no_text],
                          "errors": [sum(e is not None for e in results[ERROR]) - no_text]})
+
+    def _watch_engine(self) -> None:
+        while True:
+            time.sleep(WATCH_SECONDS)
+            if self._busy.is_set():
+                try:
+                    self.engine.check_alive()
+                except EngineDeadError as exc:
+                    self._exit_for_restart(exc)
 
     def _exit_for_restart(self, exc: BaseException) -> None:
         """Leave the process so Ray replaces this actor (and its engine) and retries the batch.
