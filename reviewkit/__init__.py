@@ -52,6 +52,7 @@ _LAZY = {
     "sample_reviews": "reviewkit.samples",
     "varied_reviews": "reviewkit.samples",
     "plot_summary": "reviewkit.plots",
+    "ray": "reviewkit.ray",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

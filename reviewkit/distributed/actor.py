@@ -1,0 +1,157 @@
+"""The Ray Data actor that holds one engine.
+
+``ReviewScorer`` is the callable class given to ``Dataset.map_batches``: Ray starts one per
+pool slot, each loads its engine once (``reviewkit.load``) and scores every batch it is sent
+with :func:`reviewkit.scoring.score_texts`, so labels and scores are ``analyze``'s.
+
+Failures are sorted by who can fix them. A bad row is this row's problem: it gets NaN and
+an ``error`` value and its batch goes on. A dead engine is the actor's problem: the actor
+exits its process, Ray (``max_restarts=-1``, Ray Data's default for actor pools) starts a
+new one, which loads a new engine, and Ray Data retries the batch there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from reviewkit.engines.base import EngineDeadError
+
+log = logging.getLogger("reviewkit")
+
+SENTIMENT = "sentiment"
+SCORE = "sentiment_score"
+ERROR = "error"
+RESULT_COLUMNS = (SENTIMENT, SCORE, ERROR)
+RESULT_TYPES = {SENTIMENT: pa.string(), SCORE: pa.float64(), ERROR: pa.string()}
+#: Internal columns a DataFrame's rows travel with (dropped from every result).
+POSITION = "__reviewkit_row"
+PRESET_ERROR = "__reviewkit_error"
+#: How often a busy actor checks that its engine is alive.
+WATCH_SECONDS = 1.0
+#: The ``error`` of a row with no text (NaN, None, empty, blank): no model call was made.
+NO_TEXT = "no text"
+
+
+def score_rows(texts: Sequence[Any], score: Callable[[list[Any]], Any],
+               check_alive: Callable[[], None] = lambda: None) -> tuple[list, list, list]:
+    """Sentiments, scores and errors of ``texts``; a row that fails scoring fails alone.
+
+    The whole batch is scored at once; if that raises (anything but a dead engine), the
+    batch is halved until the failing rows are found, so a bad row costs O(log n) extra
+    calls and every other row is still scored.
+    """
+    texts = list(texts)
+    try:
+        scored = score(texts)
+    except EngineDeadError:
+        raise
+    except Exception as exc:
+        check_alive()  # an engine dying mid-call may raise something else first
+        if len(texts) == 1:
+            return [None], [math.nan], [f"{type(exc).__name__}: {exc}"]
+        half = len(texts) // 2
+        first, second = score_rows(texts[:half], score, check_alive), score_rows(texts[half:], score, check_alive)
+        return first[0] + second[0], first[1] + second[1], first[2] + second[2]
+    sentiments = scored.sentiments()
+    return sentiments, scored.scores().tolist(), [NO_TEXT if s is None else None for s in sentiments]
+
+
+class ReviewScorer:
+    """One engine per actor; ``__call__`` scores one ``pyarrow.Table`` batch.
+
+    ``mode`` says what a batch gives back: ``"return"`` (row positions and results, for a
+    DataFrame), ``"append"`` (the batch with the result columns, for a lazy Dataset) or
+    ``"write"`` (results written as a part file of ``output``; one summary row back).
+    """
+
+    def __init__(self, *, engine_options: dict[str, Any], labels: tuple[str, ...], text: str,
+                 id_column: str | None, mode: str, output: Any = None, cache: bool = False,
+                 figures: Any = None) -> None:
+        import ray
+
+        import reviewkit
+
+        started = time.perf_counter()
+        self.engine = reviewkit.load(**engine_options)
+        self.labels, self.text, self.id_column, self.mode = labels, text, id_column, mode
+        self.output, self.cache, self.figures = output, cache, figures
+        # vLLM's blocking generate() can wait forever once its engine process is gone (its
+        # monitor marks the engine dead, but the waiting call is not woken), so a thread
+        # checks the engine while a batch runs and ends the actor if it has died.
+        self._busy = threading.Event()
+        threading.Thread(target=self._watch_engine, daemon=True, name="reviewkit-engine-watch").start()
+        context = ray.get_runtime_context()
+        self.key = context.get_actor_id() or f"pid-{os.getpid()}"
+        if figures is not None:
+            figures.started.remote(self.key, os.getpid(), context.get_node_id(),
+                                   time.perf_counter() - started, reviewkit.__file__)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        self._busy.set()
+        try:
+            self.engine.check_alive()
+            sentiments, scores, errors = score_rows(batch.column(self.text).to_pylist(), self._score,
+                                                    self.engine.check_alive)
+        except EngineDeadError as exc:
+            self._exit_for_restart(exc)
+        finally:
+            self._busy.clear()
+        if PRESET_ERROR in batch.column_names:  # rows the driver could not turn into text
+            preset = batch.column(PRESET_ERROR).to_pylist()
+            errors = [p if p is not None else e for p, e in zip(preset, errors, strict=True)]
+        results = {SENTIMENT: sentiments, SCORE: scores, ERROR: errors}
+        out = self._output(batch, results)
+        if self.figures is not None:
+            self.figures.finished_batch.remote(self.key, batch.num_rows, time.perf_counter() - started)
+        return out
+
+    def _score(self, texts: list[Any]) -> Any:
+        from reviewkit.scoring import score_texts
+
+        return score_texts(texts, engine=self.engine, labels=self.labels, cache=self.cache, progress=False)
+
+    def _output(self, batch: pa.Table, results: dict[str, list]) -> pa.Table:
+        columns = {name: pa.array(values, type=RESULT_TYPES[name]) for name, values in results.items()}
+        if self.mode == "return":
+            return pa.table({POSITION: batch.column(POSITION), **columns})
+        if self.mode == "append":
+            kept = [n for n in batch.column_names if n not in RESULT_COLUMNS]
+            table = batch.select(kept)
+            for name, array in columns.items():
+                table = table.append_column(name, array)
+            return table
+        ids = batch.column(self.id_column)
+        part = self.output.write_part(pa.table({self.id_column: ids, **columns}), ids.to_pylist())
+        no_text = sum(e == NO_TEXT for e in results[ERROR])
+        return pa.table({"part": [part], "rows": [batch.num_rows], "no_text": [no_text],
+                         "errors": [sum(e is not None for e in results[ERROR]) - no_text]})
+
+    def _watch_engine(self) -> None:
+        while True:
+            time.sleep(WATCH_SECONDS)
+            if self._busy.is_set():
+                try:
+                    self.engine.check_alive()
+                except EngineDeadError as exc:
+                    self._exit_for_restart(exc)
+
+    def _exit_for_restart(self, exc: BaseException) -> None:
+        """Leave the process so Ray replaces this actor (and its engine) and retries the batch.
+
+        ``ray.actor.exit_actor()`` would be a deliberate exit, which Ray does not restart;
+        an exiting process is a crash, which it does.
+        """
+        log.error("reviewkit actor %s: the engine died (%s); exiting so Ray starts a new actor", self.key, exc)
+        closer = threading.Thread(target=self.engine.close, daemon=True)  # free what is left of it
+        closer.start()
+        closer.join(timeout=10)
+        os._exit(1)

@@ -1,0 +1,357 @@
+"""``reviewkit.ray.analyze``: the same scoring over many GPUs and pods with Ray Data.
+
+One engine per Ray actor (``Dataset.map_batches`` with an actor pool), each batch scored
+by :func:`reviewkit.scoring.score_texts`, so labels and scores are ``reviewkit.analyze``'s.
+Ray Data brings the scheduling, the progress bars and the fault tolerance (a crashed actor
+is restarted and its batch retried); reviewkit adds an engine that reports its own death,
+bad rows that fail alone, and a resumable Parquet output (:mod:`reviewkit.distributed.parts`).
+
+    import ray, reviewkit.ray
+    ray.init()                                   # or RAY_ADDRESS=... for a running cluster
+    out = reviewkit.ray.analyze(df, text="content", concurrency=4)     # DataFrame -> DataFrame
+    reviewkit.ray.analyze("reviews/*.parquet", output="s3://bucket/scored/")   # resumable
+    print(reviewkit.ray.last_run())
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from reviewkit import activity
+from reviewkit.distributed.actor import ERROR, NO_TEXT, POSITION, PRESET_ERROR, SCORE, SENTIMENT, ReviewScorer
+from reviewkit.distributed.figures import RayRun, RunFigures
+from reviewkit.distributed.parts import OutputFolder, drop_written
+from reviewkit.prompts import DEFAULT_LABELS
+from reviewkit.scoring import clean_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ray.data
+
+__all__ = ["analyze", "last_run", "RayRun", "DEFAULT_BATCH_SIZE"]
+
+log = logging.getLogger("reviewkit")
+
+#: Reviews per batch: large enough that Ray's per-batch cost is small next to the engine's
+#: (about 8 s of a 2-core CPU, well under a second of a GPU), small enough that an
+#: interrupt or a crash loses little.
+DEFAULT_BATCH_SIZE = 512
+
+
+_last: RayRun | None = None
+
+
+def last_run() -> RayRun | None:
+    """Figures of the latest ``reviewkit.ray.analyze`` call in this process that ran."""
+    return _last
+
+
+def analyze(
+    data: Any,
+    text: str = "content",
+    id: str = "id",
+    *,
+    labels: Sequence[str] = DEFAULT_LABELS,
+    concurrency: int | tuple[int, int] = 1,
+    num_gpus: float | None = None,
+    num_cpus: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    engine_options: dict[str, Any] | None = None,
+    output: str | os.PathLike[str] | None = None,
+    cache: bool = False,
+) -> pd.DataFrame | ray.data.Dataset | RayRun:
+    """Score ``data`` on a Ray cluster, ``concurrency`` engines at a time.
+
+    Args:
+        data: a pandas DataFrame, a ``ray.data.Dataset``, or Parquet/CSV path(s) (files,
+            folders, globs or URIs, as ``ray.data.read_parquet``/``read_csv`` take them).
+        text: the column with the review text; id: the column with each row's unique id
+            (needed with ``output``; otherwise only used if present).
+        labels: as for ``reviewkit.analyze``.
+        concurrency: actors (engines): an int, or ``(min, max)`` for an autoscaling pool.
+        num_gpus: GPUs per actor; default ``tensor_parallel_size`` (1) if the cluster has
+            GPUs, else 0. num_cpus: CPUs Ray reserves per actor (default 1; vLLM's CPU
+            build still uses every core of its machine).
+        batch_size: reviews per batch (one engine call, one part file, one retry unit).
+        engine_options: keyword arguments of ``reviewkit.load`` that each actor calls once
+            (``{"model": "embedded"}``, ``{"gpu_memory_utilization": 0.85}``, ...).
+        output: a folder (local and shared by the nodes, or ``s3://``, ``gs://``...): each
+            finished batch is written there as a Parquet part file with the columns
+            ``id, sentiment, sentiment_score, error``; a re-run skips ids already written.
+        cache: also use each node's on-disk result cache (off: ``output`` is the record).
+
+    Returns:
+        A DataFrame in gives a copy with ``sentiment``, ``sentiment_score`` and ``error``
+        columns, same index and order (also with ``output``). A Dataset or paths give a lazy
+        Dataset with those columns appended, or, with ``output``, the run's :class:`RayRun`.
+
+    Rows without text get NaN and ``error="no text"``; a row that fails to score gets NaN
+    and its error, and its batch goes on. Figures of each call that ran: :func:`last_run`.
+    Ray is initialised with ``ray.init()`` unless it already is (``RAY_ADDRESS`` connects
+    to a running cluster).
+    """
+    _check_arguments(text, id, labels, concurrency, batch_size)
+    engine_options = dict(engine_options or {})
+    run = _Run(text=text, id_column=id, labels=tuple(labels), concurrency=concurrency, num_gpus=num_gpus,
+               num_cpus=num_cpus, batch_size=batch_size, engine_options=engine_options, cache=cache,
+               output=OutputFolder(output) if output is not None else None)
+    if isinstance(data, pd.DataFrame):
+        return run.frame(data)
+    return run.dataset(_as_dataset(data))
+
+
+def _check_arguments(text: str, id_column: str, labels: Sequence[str], concurrency: Any, batch_size: Any) -> None:
+    if isinstance(labels, str):
+        raise TypeError(f"labels must be a sequence of label names, got the string {labels!r}")
+    if text == id_column:
+        raise ValueError(f"text and id name the same column {text!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    sizes = concurrency if isinstance(concurrency, tuple) else (concurrency,)
+    if not (1 <= len(sizes) <= 2 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)):
+        raise ValueError(f"concurrency must be a positive integer or a (min, max) pair, got {concurrency!r}")
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError("reviewkit.ray needs Ray Data: pip install 'reviewkit[ray]'") from exc
+    if not ray.is_initialized():
+        ray.init()  # RAY_ADDRESS (or `ray start` on this machine) joins that cluster, else a local one
+    return ray
+
+
+def _as_dataset(data: Any) -> ray.data.Dataset:
+    ray = _ray()
+    if isinstance(data, ray.data.Dataset):
+        return data
+    paths = [os.fspath(data)] if isinstance(data, (str, os.PathLike)) else data
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        raise TypeError("reviewkit.ray.analyze() takes a pandas DataFrame, a ray.data.Dataset or Parquet/CSV "
+                        f"path(s), got {type(data).__name__}")
+    paths = [os.fspath(p) for p in paths]
+    kinds = {"csv" if p.lower().endswith((".csv", ".csv.gz")) else "parquet" for p in paths}
+    if len(kinds) > 1:
+        raise ValueError(f"mixed CSV and Parquet paths: {paths}; analyze them in two calls")
+    return ray.data.read_csv(paths) if kinds == {"csv"} else ray.data.read_parquet(paths)
+
+
+def _texts(values: Sequence[Any]) -> tuple[list[str | None], list[str | None]]:
+    """Each value as ``analyze`` reads it, and the error of a value that cannot be read."""
+    texts: list[str | None] = []
+    errors: list[str | None] = []
+    for value in values:
+        try:
+            texts.append(clean_text(value))
+            errors.append(None)
+        except Exception as exc:  # e.g. an object whose str() raises: this row fails alone
+            texts.append(None)
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return texts, errors
+
+
+def _check_ids(ids: pa.Array, id_column: str) -> None:
+    """Resuming tells rows apart by id: refuse missing and repeated ids."""
+    missing = ids.null_count
+    if missing:
+        raise ValueError(f"{missing} row(s) have no {id_column!r}; resuming with output= needs an id on every row")
+    counts = pc.value_counts(ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        examples = ", ".join(f"{v.as_py()!r} ×{n.as_py()}" for v, n in
+                             zip(repeated.field("values")[:3], repeated.field("counts")[:3], strict=True))
+        raise ValueError(f"duplicate ids: {len(repeated)} value(s) of {id_column!r} appear more than once "
+                         f"({examples}); "
+                         "resuming with output= needs one row per id: drop the duplicates "
+                         f"(df.drop_duplicates(subset={id_column!r})) or use a unique id column")
+
+
+@dataclass
+class _Run:
+    text: str
+    id_column: str
+    labels: tuple[str, ...]
+    concurrency: int | tuple[int, int]
+    num_gpus: float | None
+    num_cpus: float | None
+    batch_size: int
+    engine_options: dict[str, Any]
+    cache: bool
+    output: OutputFolder | None
+
+    # --- DataFrame in, DataFrame out ------------------------------------------------------
+    def frame(self, df: pd.DataFrame) -> pd.DataFrame:
+        if self.text not in df.columns:
+            raise KeyError(f"column {self.text!r} not found; the DataFrame's columns are {list(df.columns)}")
+        if isinstance(df[self.text], pd.DataFrame):
+            raise ValueError(f"the DataFrame has several columns named {self.text!r}")
+        texts, preset = _texts(df[self.text].tolist())
+        columns = {POSITION: pa.array(np.arange(len(df), dtype=np.int64)),
+                   self.text: pa.array(texts, type=pa.string()), PRESET_ERROR: pa.array(preset, type=pa.string())}
+        if self.output is None:
+            table = pa.table(columns)
+            results = self._execute(_blocks(table, self.batch_size), "return", rows=len(df))
+            results = results.sort_by(POSITION) if results is not None else None
+            return _with_results(df, results, self.labels)
+        if self.id_column not in df.columns:
+            raise KeyError(f"column {self.id_column!r} not found: output= needs an id column "
+                           f"(id=...); the DataFrame's columns are {list(df.columns)}")
+        try:
+            ids = pa.array(df[self.id_column].tolist(), from_pandas=True)  # NaN and None are missing
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise TypeError(f"the ids in {self.id_column!r} must be of one type (all int or all str): {exc}") from exc
+        _check_ids(ids, self.id_column)
+        table = pa.table({self.id_column: ids, **columns})
+        written = self._prepare_output()
+        skipped = 0
+        if written is not None:
+            kept = drop_written(table, self.id_column, written)
+            skipped, table = table.num_rows - kept.num_rows, kept
+        self._execute(_blocks(table, self.batch_size), "write", rows=len(df), skipped=skipped)
+        stored = self.output.read()
+        if stored is None:  # an empty DataFrame
+            return _with_results(df, None, self.labels)
+        results = stored.to_pandas().set_index(self.id_column).reindex(df[self.id_column].to_numpy())
+        return _with_results(df, pa.Table.from_pandas(results, preserve_index=False), self.labels)
+
+    # --- Dataset or paths in --------------------------------------------------------------
+    def dataset(self, ds: ray.data.Dataset) -> Any:
+        schema = ds.schema(fetch_if_missing=False)
+        if schema is not None and self.text not in schema.names:
+            raise KeyError(f"column {self.text!r} not found; the dataset's columns are {list(schema.names)}")
+        if self.output is None:
+            return self._map(self._batches(ds), "append", figures=None)  # lazy: runs when consumed
+        ray = _ray()
+        names = ds.schema().names
+        for column in (self.text, self.id_column):
+            if column not in names:
+                raise KeyError(f"column {column!r} not found (output= needs text and id columns); "
+                               f"the dataset's columns are {list(names)}")
+        ds = ds.select_columns([self.id_column, self.text])
+        chunks = [t.column(self.id_column).combine_chunks()
+                  for t in ray.get(ds.select_columns([self.id_column]).to_arrow_refs()) if t.num_rows]
+        ids = pa.chunked_array(chunks).combine_chunks() if chunks else pa.array([], type=pa.string())
+        _check_ids(ids, self.id_column)
+        written = self._prepare_output()
+        skipped = 0
+        if written is not None:
+            skipped = int(pc.sum(pc.is_in(ids, value_set=written.cast(ids.type))).as_py() or 0)
+            ds = ds.map_batches(drop_written, batch_format="pyarrow", zero_copy_batch=True,
+                                fn_kwargs={"id_column": self.id_column, "written": ray.put(written)})
+        return self._execute(self._batches(ds), "write", rows=len(ids), skipped=skipped, run_only=True)
+
+    def _batches(self, ds: ray.data.Dataset) -> ray.data.Dataset:
+        """One block per batch (a file read is one block): each batch is then its own task, so
+        actors share the work, and a crash or an interrupt costs one batch, not a whole file."""
+        return ds.repartition(target_num_rows_per_block=self.batch_size, strict=True)
+
+    # --- shared ---------------------------------------------------------------------------
+    def _prepare_output(self) -> pa.Array | None:
+        assert self.output is not None
+        self.output.create()
+        self.output.check_settings(json.loads(json.dumps({
+            "id": self.id_column, "text": self.text, "labels": list(self.labels),
+            "engine_options": self.engine_options}, default=repr)))
+        removed = self.output.remove_temporary()
+        if removed:
+            log.info("removed %d half-written file(s) an interrupted run left in %s", removed, self.output.uri)
+        return self.output.written_ids(self.id_column)
+
+    def _map(self, ds: ray.data.Dataset, mode: str, figures: Any) -> ray.data.Dataset:
+        ray = _ray()
+        num_gpus = self.num_gpus
+        if num_gpus is None:
+            tensor_parallel = self.engine_options.get("tensor_parallel_size") or 1
+            num_gpus = tensor_parallel if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        sizes = self.concurrency if isinstance(self.concurrency, tuple) else (self.concurrency,) * 2
+        # Two batches per actor: one in the engine, the next one already there.
+        compute = ray.data.ActorPoolStrategy(min_size=sizes[0], max_size=sizes[1], max_tasks_in_flight_per_actor=2)
+        return ds.map_batches(
+            ReviewScorer, batch_size=self.batch_size, batch_format="pyarrow", compute=compute,
+            num_cpus=1 if self.num_cpus is None else self.num_cpus, num_gpus=num_gpus or None,
+            udf_modifying_row_count=mode == "write",
+            fn_constructor_kwargs={"engine_options": self.engine_options, "labels": self.labels,
+                                   "text": self.text, "id_column": self.id_column, "mode": mode,
+                                   "output": self.output, "cache": self.cache, "figures": figures})
+
+    def _execute(self, source: Any, mode: str, *, rows: int, skipped: int = 0,
+                 run_only: bool = False) -> Any:
+        """Run the pipeline to the end, collecting its output and the run's figures."""
+        global _last
+        ray = _ray()
+        started = time.perf_counter()
+        figures = ray.remote(num_cpus=0)(RunFigures).remote()
+        stats = RayRun(rows=rows, skipped=skipped, output=self.output.uri if self.output else None)
+        pieces: list[pa.Table] = []
+        try:
+            ds = source if isinstance(source, ray.data.Dataset) else _from_blocks(ray, source)
+            # The driver's machine counts as busy for the idle watchdog while the run lasts
+            # (the actors' machines mark themselves busy while they score).
+            with activity.working("ray"):
+                for batch in () if ds is None else self._map(ds, mode, figures).iter_batches(
+                        batch_size=None, batch_format="pyarrow"):
+                    pieces.append(batch)
+                    stats.scored += sum(batch.column("rows").to_pylist()) if mode == "write" else batch.num_rows
+        except KeyboardInterrupt:
+            stats.interrupted = True
+            log.warning("interrupted: %d of %d rows finished%s", stats.scored, rows - skipped,
+                        "; they are in the output folder: run the same call again to continue"
+                        if self.output else "")
+            raise
+        finally:
+            self._finish(stats, pieces, mode, figures, started)
+            _last = stats
+        if run_only:
+            return stats
+        return pa.concat_tables(pieces) if pieces else None
+
+    def _finish(self, stats: RayRun, pieces: list[pa.Table], mode: str, figures: Any, started: float) -> None:
+        ray = _ray()
+        try:
+            stats.per_actor = ray.get(figures.snapshot.remote(), timeout=30)
+        except Exception as exc:  # figures are a report, never a reason to fail the run
+            log.warning("could not read the run's figures: %s", exc)
+        ray.kill(figures)
+        stats.actors = len(stats.per_actor)
+        stats.restarts = sum(max(a["starts"] - 1, 0) for a in stats.per_actor.values())
+        if mode == "write":
+            stats.parts = sum(p.num_rows for p in pieces)
+            stats.no_text = sum(sum(p.column("no_text").to_pylist()) for p in pieces)
+            stats.errors = sum(sum(p.column("errors").to_pylist()) for p in pieces)
+        else:
+            errors = [e for p in pieces for e in p.column(ERROR).to_pylist()]
+            stats.no_text = errors.count(NO_TEXT)
+            stats.errors = sum(e is not None for e in errors) - stats.no_text
+        stats.seconds = time.perf_counter() - started
+        log.info("reviewkit.ray: %s", stats)
+
+
+def _blocks(table: pa.Table, batch_size: int) -> list[pa.Table]:
+    """One Ray block per batch, so each batch is its own task (and its own retry)."""
+    return [table.slice(start, batch_size) for start in range(0, table.num_rows, batch_size)]
+
+
+def _from_blocks(ray: Any, blocks: list[pa.Table]) -> Any:
+    return ray.data.from_arrow(blocks) if blocks else None
+
+
+def _with_results(df: pd.DataFrame, results: pa.Table | None, labels: tuple[str, ...]) -> pd.DataFrame:
+    """``df`` with the result columns, in ``df``'s order (results are in that order)."""
+    out = df.copy()
+    n = len(df)
+    sentiments = results.column(SENTIMENT).to_pylist() if results is not None else [None] * n
+    out[SENTIMENT] = pd.Categorical(sentiments, categories=list(labels))
+    out[SCORE] = results.column(SCORE).to_numpy(zero_copy_only=False) if results is not None else np.full(n, np.nan)
+    out[ERROR] = results.column(ERROR).to_pylist() if results is not None else [None] * n
+    return out

@@ -1,0 +1,215 @@
+"""reviewkit.ray on a local Ray cluster (2 CPUs, no dashboard) whose one actor holds the real
+embedded engine: the same scores as in-process analyze, order kept, bad rows, refused ids,
+an interrupted run resumed, an engine killed mid-run. One cluster for the whole module;
+every analyze call starts one actor (one engine load, ~40 s), so the calls are few.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+from rk_support import DATA, ROOT
+
+pytestmark = pytest.mark.ray
+
+EMBEDDED = {"model": "embedded"}
+N = 200
+
+
+class _Unprintable:
+    def __str__(self):
+        raise ValueError("this value has no text")
+
+
+def _samples() -> pd.DataFrame:
+    ko = pd.read_csv(DATA / "nsmc_sample_ko.csv").head(N // 2)
+    en = pd.read_csv(DATA / "sentence_polarity_sample_en.csv").head(N // 2)
+    both = pd.concat([ko, en]).sample(frac=1, random_state=7)  # interleaved languages
+    return pd.DataFrame({"id": both["id"].to_numpy(), "content": both["text"].to_numpy()})
+
+
+BAD_ROWS = [("bad-nan", np.nan), ("bad-empty", ""), ("bad-blank", "  \n"), ("bad-emoji", "😋😋🔥"),
+            ("bad-mixed", "The 비빔밥 was 최고, loved it!"), ("bad-long", "맛있어요 " * 2000), ("bad-int", 42)]
+
+
+def _with_bad_rows() -> pd.DataFrame:
+    df = pd.concat([_samples(), pd.DataFrame(BAD_ROWS, columns=["id", "content"])], ignore_index=True)
+    return df.set_index(pd.Index([f"r{(i * 37) % len(df)}" for i in range(len(df))]))  # neither sorted nor 0..n
+
+
+def _engine_processes() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped: holds no memory
+                continue
+            if "EngineCor" in proc.name() or "EngineCore" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def _wait_for_no_engine(timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while _engine_processes() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _engine_processes(), "an engine process outlived its run"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """In-process analyze of the same rows, computed (and its engine unloaded) before Ray starts one."""
+    import reviewkit
+
+    reviewkit.unload()
+    reviewkit.load("embedded")
+    try:
+        out = reviewkit.analyze(_with_bad_rows(), cache=False, progress=False)
+    finally:
+        reviewkit.unload()
+    _wait_for_no_engine()
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster(reference):
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=300 * 1024**2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # the actors import this checkout
+    yield ray
+    ray.shutdown()
+
+
+def _when(condition, action, stop: threading.Event) -> threading.Thread:
+    def watch():
+        while not stop.is_set():
+            if condition():
+                action()
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_dataframe_scores_match_in_process_analyze_in_order(cluster, reference):
+    import reviewkit.ray as rr
+
+    df = _with_bad_rows()
+    df.loc["unprintable"] = ["bad-object", _Unprintable()]  # in-process analyze would fail on it
+    out = rr.analyze(df, text="content", engine_options=EMBEDDED, batch_size=50)
+
+    assert list(out.index) == list(df.index) and out["id"].tolist() == df["id"].tolist()
+    assert list(out.columns) == ["id", "content", "sentiment", "sentiment_score", "error"]
+    assert list(out["sentiment"].cat.categories) == ["positive", "negative"]
+    got, want = out.iloc[:len(reference)], reference
+    assert got["sentiment_score"].isna().tolist() == want["sentiment_score"].isna().tolist()
+    # The 10,000-character review is truncated to a ~2,000-token prompt, which vLLM prefills in
+    # chunks that depend on what else is in the batch: bf16 sums in another order, ~1e-2.
+    short = (got["id"] != "bad-long").to_numpy()
+    assert np.nanmax(np.abs(got["sentiment_score"] - want["sentiment_score"])[short]) < 1e-3
+    assert abs(got["sentiment_score"].iloc[-2] - want["sentiment_score"].iloc[-2]) < 0.05  # bad-long
+    clear = (want["sentiment_score"] - 0.5).abs() > 1e-3
+    assert (got["sentiment"][clear] == want["sentiment"][clear]).all()
+    by_id = out.set_index("id")
+    assert by_id.loc[["bad-nan", "bad-empty", "bad-blank"], "error"].tolist() == ["no text"] * 3
+    assert by_id.loc[["bad-emoji", "bad-mixed", "bad-long", "bad-int"], "sentiment"].notna().all()
+    assert by_id.loc["bad-mixed", "sentiment"] == "positive"
+    assert by_id.loc["bad-object", "error"] == "ValueError: this value has no text"
+    assert np.isnan(by_id.loc["bad-object", "sentiment_score"])
+    assert by_id["error"].isna().sum() == len(df) - 4
+
+    run = rr.last_run()
+    assert (run.rows, run.scored, run.no_text, run.errors) == (len(df), len(df), 3, 1)
+    assert (run.actors, run.restarts) == (1, 0) and run.reviews_per_s > 0
+    (actor,) = run.per_actor.values()
+    assert actor["module"].startswith(str(ROOT)) and actor["batches"] == 5  # 208 rows in batches of 50
+    assert run.actor_reviews_per_s()[next(iter(run.per_actor))] > run.reviews_per_s  # loads are not busy time
+    _wait_for_no_engine()
+
+
+def test_duplicate_or_missing_ids_are_refused_before_any_engine_starts(cluster, tmp_path):
+    import reviewkit.ray as rr
+
+    started = time.monotonic()
+    dup = pd.DataFrame({"id": ["a", "b", "a", "c", "c"], "content": ["good"] * 5})
+    with pytest.raises(ValueError, match=r"duplicate ids: 2 value\(s\) of 'id'.*'a' ×2.*drop_duplicates"):
+        rr.analyze(dup, output=tmp_path / "out", engine_options=EMBEDDED)
+    with pytest.raises(ValueError, match=r"duplicate ids: 2 value"):
+        rr.analyze(cluster.data.from_pandas(dup), output=tmp_path / "out", engine_options=EMBEDDED)
+    with pytest.raises(ValueError, match=r"1 row\(s\) have no 'id'"):
+        rr.analyze(pd.DataFrame({"id": ["a", None], "content": ["x", "y"]}), output=tmp_path / "out")
+    with pytest.raises(KeyError, match="output= needs an id column"):
+        rr.analyze(pd.DataFrame({"content": ["x"]}), output=tmp_path / "out")
+    with pytest.raises(KeyError, match="'review' not found"):
+        rr.analyze(pd.DataFrame({"content": ["x"]}), text="review")
+    assert not _engine_processes() and time.monotonic() - started < 30
+
+
+@pytest.fixture(scope="module")
+def resumable(tmp_path_factory, cluster):
+    folder = tmp_path_factory.mktemp("ray-resume")
+    _samples().to_parquet(folder / "reviews.parquet")
+    return folder / "reviews.parquet", folder / "scored"
+
+
+def test_an_interrupted_run_keeps_its_finished_batches(resumable):
+    import reviewkit.ray as rr
+    from reviewkit.distributed.parts import OutputFolder
+
+    source, output = resumable
+    folder = OutputFolder(output)
+    stop = threading.Event()
+    _when(lambda: output.exists() and len(folder.part_paths()) >= 3,
+          lambda: os.kill(os.getpid(), signal.SIGINT), stop)  # Ctrl-C after three batches
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rr.analyze(str(source), engine_options=EMBEDDED, batch_size=20, output=output)
+    finally:
+        stop.set()
+    written = folder.written_ids("id").to_pylist()  # refuses a folder with an id twice
+    assert 60 <= len(written) < N and len(folder.part_paths()) == len(written) // 20
+    assert rr.last_run().interrupted
+    _wait_for_no_engine()
+
+
+def test_a_rerun_resumes_and_survives_its_engine_being_killed(resumable, reference):
+    import reviewkit.ray as rr
+    from reviewkit.distributed.parts import OutputFolder
+
+    source, output = resumable
+    folder = OutputFolder(output)
+    written = folder.written_ids("id") if output.exists() else None
+    before = 0 if written is None else len(written)
+    parts_before = len(folder.part_paths()) if output.exists() else 0
+    killed = []
+
+    def kill_engine():
+        for proc in _engine_processes():
+            proc.send_signal(signal.SIGKILL)
+            killed.append(proc.pid)
+
+    stop = threading.Event()
+    _when(lambda: len(folder.part_paths()) >= parts_before + 2 and _engine_processes(), kill_engine, stop)
+    try:
+        run = rr.analyze(str(source), engine_options=EMBEDDED, batch_size=20, output=output)
+    finally:
+        stop.set()
+
+    assert killed, "the engine was never killed"
+    assert (run.rows, run.skipped, run.scored) == (N, before, N - before)
+    assert run.restarts >= 1 and run.actors == 1 and not run.interrupted
+    stored = folder.read().to_pandas()
+    assert stored["id"].is_unique and sorted(stored["id"]) == sorted(_samples()["id"])
+    assert stored["error"].isna().all() and stored["sentiment"].notna().all()
+    want = reference.set_index("id").loc[stored["id"], "sentiment_score"].to_numpy()
+    assert np.max(np.abs(stored["sentiment_score"].to_numpy() - want)) < 1e-3
+    _wait_for_no_engine()
