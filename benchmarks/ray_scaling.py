@@ -2,7 +2,7 @@
 
 Two measurements, each in one run:
 
-``--compare`` (default; runs anywhere, ~3 min on 2 CPU cores)
+``--compare`` (default; runs anywhere, ~7 min on 2 CPU cores)
     The same reviews scored by in-process ``reviewkit.analyze`` (engine loaded first, not
     timed) and by ``reviewkit.ray.analyze`` with one actor on a local Ray cluster. Ray's
     figure excludes the actor's engine load (its ``load_seconds``) but includes everything
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--compare", action="store_true", help="one actor vs in-process analyze (default)")
     mode.add_argument("--scaling", action="store_true", help="1 vs N actors (a GPU machine or cluster)")
-    parser.add_argument("--n", type=int, default=2000, help="reviews for --compare (default 2000)")
+    parser.add_argument("--n", type=int, default=6000, help="reviews for --compare (default 6000)")
     parser.add_argument("--actors", default="1,2,4,8", help="actor counts for --scaling (default 1,2,4,8)")
     parser.add_argument("--per-actor-n", type=int, default=20000, help="reviews per actor for --scaling")
     parser.add_argument("--gpus-per-actor", type=float, default=None,
