@@ -66,6 +66,15 @@ def engine():
     reviewkit.unload()
 
 
+@pytest.fixture(scope="session")
+def references():
+    """In-process results for the remote and Ray groups, from one fresh float32 engine
+    (``tests/references.py``), computed when the first of them needs it."""
+    from references import compute
+
+    return compute()
+
+
 @pytest.fixture
 def fresh_cache(tmp_path):
     from reviewkit.cache import ResultCache

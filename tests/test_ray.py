@@ -1,7 +1,8 @@
 """reviewkit.ray on a local Ray cluster (2 CPUs, no dashboard) whose one actor holds the real
 embedded engine: the same scores as in-process analyze, order kept, bad rows, refused ids,
 an interrupted run resumed, an engine killed mid-run. One cluster for the whole module;
-every analyze call starts one actor (one engine load, ~40 s), so the calls are few.
+every analyze call starts one actor (one engine load, ~40 s), so the calls are few. The
+actors' engines run in float32, as the session's in-process reference (tests/references.py).
 """
 
 import os
@@ -13,33 +14,19 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
-from rk_support import DATA, ROOT
+from references import FLOAT32, RAY_N, ray_samples, ray_with_bad_rows
+from rk_support import ROOT
 
 pytestmark = pytest.mark.ray
 
-EMBEDDED = {"model": "embedded"}
-N = 200
+EMBEDDED = {"model": "embedded", **FLOAT32}  # as the in-process reference (tests/references.py)
+N = RAY_N
+_samples, _with_bad_rows = ray_samples, ray_with_bad_rows
 
 
 class _Unprintable:
     def __str__(self):
         raise ValueError("this value has no text")
-
-
-def _samples() -> pd.DataFrame:
-    ko = pd.read_csv(DATA / "nsmc_sample_ko.csv").head(N // 2)
-    en = pd.read_csv(DATA / "sentence_polarity_sample_en.csv").head(N // 2)
-    both = pd.concat([ko, en]).sample(frac=1, random_state=7)  # interleaved languages
-    return pd.DataFrame({"id": both["id"].to_numpy(), "content": both["text"].to_numpy()})
-
-
-BAD_ROWS = [("bad-nan", np.nan), ("bad-empty", ""), ("bad-blank", "  \n"), ("bad-emoji", "😋😋🔥"),
-            ("bad-mixed", "The 비빔밥 was 최고, loved it!"), ("bad-long", "맛있어요 " * 2000), ("bad-int", 42)]
-
-
-def _with_bad_rows() -> pd.DataFrame:
-    df = pd.concat([_samples(), pd.DataFrame(BAD_ROWS, columns=["id", "content"])], ignore_index=True)
-    return df.set_index(pd.Index([f"r{(i * 37) % len(df)}" for i in range(len(df))]))  # neither sorted nor 0..n
 
 
 def _engine_processes() -> list[psutil.Process]:
@@ -63,18 +50,11 @@ def _wait_for_no_engine(timeout: float = 90) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference():
-    """In-process analyze of the same rows, computed (and its engine unloaded) before Ray starts one."""
-    import reviewkit
-
-    reviewkit.unload()
-    reviewkit.load("embedded")
-    try:
-        out = reviewkit.analyze(_with_bad_rows(), cache=False, progress=False)
-    finally:
-        reviewkit.unload()
+def reference(references):
+    """In-process analyze of the same rows (the session's float32 reference), its engine gone
+    before Ray starts one."""
     _wait_for_no_engine()
-    return out
+    return references.ray
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +93,7 @@ def test_dataframe_scores_match_in_process_analyze_in_order(cluster, reference):
     got, want = out.iloc[:len(reference)], reference
     assert got["sentiment_score"].isna().tolist() == want["sentiment_score"].isna().tolist()
     # The 10,000-character review is truncated to a ~2,000-token prompt, which vLLM prefills in
-    # chunks that depend on what else is in the batch: bf16 sums in another order, ~1e-2.
+    # chunks that depend on what else is in the batch: sums in another order (~1e-2 in bf16).
     short = (got["id"] != "bad-long").to_numpy()
     assert np.nanmax(np.abs(got["sentiment_score"] - want["sentiment_score"])[short]) < 1e-3
     assert abs(got["sentiment_score"].iloc[-2] - want["sentiment_score"].iloc[-2]) < 0.05  # bad-long
