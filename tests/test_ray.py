@@ -20,8 +20,6 @@ from rk_support import ROOT
 pytestmark = pytest.mark.ray
 
 EMBEDDED = {"model": "embedded", **FLOAT32}  # as the in-process reference (tests/references.py)
-N = RAY_N
-_samples, _with_bad_rows = ray_samples, ray_with_bad_rows
 
 
 class _Unprintable:
@@ -83,7 +81,7 @@ def _when(condition, action, stop: threading.Event) -> threading.Thread:
 def test_dataframe_scores_match_in_process_analyze_in_order(cluster, reference):
     import reviewkit.ray as rr
 
-    df = _with_bad_rows()
+    df = ray_with_bad_rows()
     df.loc["unprintable"] = ["bad-object", _Unprintable()]  # in-process analyze would fail on it
     out = rr.analyze(df, text="content", engine_options=EMBEDDED, batch_size=50)
 
@@ -137,7 +135,7 @@ def test_duplicate_or_missing_ids_are_refused_before_any_engine_starts(cluster, 
 @pytest.fixture(scope="module")
 def resumable(tmp_path_factory, cluster):
     folder = tmp_path_factory.mktemp("ray-resume")
-    _samples().to_parquet(folder / "reviews.parquet")
+    ray_samples().to_parquet(folder / "reviews.parquet")
     return folder / "reviews.parquet", folder / "scored"
 
 
@@ -156,7 +154,7 @@ def test_an_interrupted_run_keeps_its_finished_batches(resumable):
     finally:
         stop.set()
     written = folder.written_ids("id").to_pylist()  # refuses a folder with an id twice
-    assert 60 <= len(written) < N and len(folder.part_paths()) == len(written) // 20
+    assert 60 <= len(written) < RAY_N and len(folder.part_paths()) == len(written) // 20
     assert rr.last_run().interrupted
     _wait_for_no_engine()
 
@@ -185,10 +183,10 @@ def test_a_rerun_resumes_and_survives_its_engine_being_killed(resumable, referen
         stop.set()
 
     assert killed, "the engine was never killed"
-    assert (run.rows, run.skipped, run.scored) == (N, before, N - before)
+    assert (run.rows, run.skipped, run.scored) == (RAY_N, before, RAY_N - before)
     assert run.restarts >= 1 and run.actors == 1 and not run.interrupted
     stored = folder.read().to_pandas()
-    assert stored["id"].is_unique and sorted(stored["id"]) == sorted(_samples()["id"])
+    assert stored["id"].is_unique and sorted(stored["id"]) == sorted(ray_samples()["id"])
     assert stored["error"].isna().all() and stored["sentiment"].notna().all()
     want = reference.set_index("id").loc[stored["id"], "sentiment_score"].to_numpy()
     assert np.max(np.abs(stored["sentiment_score"].to_numpy() - want)) < 1e-3
