@@ -18,25 +18,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from reviewkit import _pandas_hook
-
-__version__ = "0.1.0"
+from reviewkit._version import __version__
 
 # public name -> module that defines it
 _LAZY = {
-    "load": "reviewkit.engine",
-    "connect": "reviewkit.engine",
-    "LocalEngine": "reviewkit.engine",
-    "EngineDeadError": "reviewkit.engine",
-    "score_texts": "reviewkit.scoring",
-    "ScoredTexts": "reviewkit.scoring",
-    "unload": "reviewkit.engine",
-    "current_engine": "reviewkit.engine",
-    "Engine": "reviewkit.engine",
-    "EngineLoadError": "reviewkit.engine",
-    "EngineSettingsMismatch": "reviewkit.engine",
+    "load": "reviewkit.process_engine",
+    "connect": "reviewkit.process_engine",
+    "unload": "reviewkit.process_engine",
+    "current_engine": "reviewkit.process_engine",
+    "EngineSettingsMismatch": "reviewkit.process_engine",
+    "Engine": "reviewkit.engines.base",
+    "EngineDeadError": "reviewkit.engines.base",
+    "LocalEngine": "reviewkit.engines.local",
+    "EngineLoadError": "reviewkit.engines.local",
     "EngineSettings": "reviewkit.settings",
     "resolve_settings": "reviewkit.settings",
     "analyze": "reviewkit.analysis",
+    "score_texts": "reviewkit.analysis",
+    "ScoredTexts": "reviewkit.scoring",
     "RunStats": "reviewkit.runstats",
     "last_run": "reviewkit.runstats",
     "summarize": "reviewkit.summary",
@@ -58,25 +57,17 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from reviewkit import activity, cost, evaluation, prompts, scoring
-    from reviewkit.analysis import analyze
+    from reviewkit import activity, cost, evaluation, prompts, ray, scoring
+    from reviewkit.analysis import analyze, score_texts
     from reviewkit.cache import ResultCache, cache_info
-    from reviewkit.engine import (
-        Engine,
-        EngineDeadError,
-        EngineLoadError,
-        EngineSettingsMismatch,
-        LocalEngine,
-        connect,
-        current_engine,
-        load,
-        unload,
-    )
+    from reviewkit.engines.base import Engine, EngineDeadError
+    from reviewkit.engines.local import EngineLoadError, LocalEngine
     from reviewkit.plots import plot_summary
+    from reviewkit.process_engine import EngineSettingsMismatch, connect, current_engine, load, unload
     from reviewkit.prompts import PromptTemplate
     from reviewkit.runstats import RunStats, last_run
     from reviewkit.samples import sample_reviews, varied_reviews
-    from reviewkit.scoring import ScoredTexts, score_texts
+    from reviewkit.scoring import ScoredTexts
     from reviewkit.seed_api import SentimentAnalyzer
     from reviewkit.settings import EngineSettings, resolve_settings
     from reviewkit.summary import summarize

@@ -1,14 +1,24 @@
 """``df.reviewkit``: the analysis API as a pandas DataFrame accessor.
 
 Registered when pandas is imported (see ``reviewkit._pandas_hook``), so
-``df.reviewkit.analyze()`` works in any notebook that has imported reviewkit.
+``df.reviewkit.analyze()`` works in any notebook that has imported reviewkit. The methods
+spell out their parameters, as pandas' own accessors do, so that Shift-Tab in Jupyter
+and an IDE show them; each passes them on unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
+
+from reviewkit.prompts import DEFAULT_LABELS
+from reviewkit.scoring import DEFAULT_CHUNK_SIZE, SCORE, SENTIMENT
+
+if TYPE_CHECKING:  # pragma: no cover
+    from reviewkit.cache import ResultCache
+    from reviewkit.engines.base import Engine
+    from reviewkit.prompts import PromptTemplate
 
 
 @pd.api.extensions.register_dataframe_accessor("reviewkit")
@@ -18,14 +28,20 @@ class ReviewkitAccessor:
     def __init__(self, df: pd.DataFrame) -> None:
         self._df = df
 
-    def analyze(self, text: str = "content", **options: Any) -> pd.DataFrame:
-        """Same as ``reviewkit.analyze(df, text=..., **options)``."""
-        from reviewkit.analysis import analyze
+    def analyze(self, text: str = "content", *, labels: Sequence[str] = DEFAULT_LABELS,
+                prompt: PromptTemplate | dict[str, PromptTemplate] | None = None, engine: Engine | None = None,
+                cache: bool | ResultCache = True, calibrate_scores: bool = True,
+                chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = True) -> pd.DataFrame:
+        """``reviewkit.analyze(df, text, ...)``: a copy with ``sentiment`` and ``sentiment_score``
+        columns (see :func:`reviewkit.analyze` for every argument)."""
+        from reviewkit import analysis  # at call time: this module is imported while pandas loads
 
-        return analyze(self._df, text=text, **options)
+        return analysis.analyze(self._df, text, labels=labels, prompt=prompt, engine=engine, cache=cache,
+                       calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
 
-    def summarize(self, by: str = "restaurant_id", **options: Any) -> pd.DataFrame:
-        """Same as ``reviewkit.summarize(df, by=..., **options)``."""
-        from reviewkit.summary import summarize
+    def summarize(self, by: str | list[str] = "restaurant_id", *, sentiment: str = SENTIMENT,
+                  score: str = SCORE) -> pd.DataFrame:
+        """``reviewkit.summarize(df, by, ...)``: counts and ratios per group of an analyzed frame."""
+        from reviewkit import summary
 
-        return summarize(self._df, by=by, **options)
+        return summary.summarize(self._df, by, sentiment=sentiment, score=score)

@@ -1,8 +1,10 @@
-"""``analyze``: a DataFrame of reviews in, the same rows with sentiment columns out.
+"""The public analysis calls: ``analyze`` (a DataFrame) and ``score_texts`` (a list).
 
-A thin DataFrame layer over :func:`reviewkit.scoring.score_texts`, which does the
-scoring (one forward pass per distinct review, calibrated, cached): this module only
-checks the input and puts the results back as columns, keeping the index and order.
+Both are thin layers over :func:`reviewkit.scoring.score_texts`, which does the scoring
+(one forward pass per distinct review, calibrated, cached) on the engine it is given.
+This layer picks that engine: the one passed, else the process's (loaded on first use,
+and only when some text needs it), checks the input, and for a DataFrame puts the
+results back as columns, keeping the index and order.
 """
 
 from __future__ import annotations
@@ -11,13 +13,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from reviewkit import scoring
 from reviewkit.cache import ResultCache
 from reviewkit.engines.base import Engine
+from reviewkit.process_engine import default_engine
 from reviewkit.prompts import DEFAULT_LABELS, PromptTemplate
-from reviewkit.scoring import DEFAULT_CHUNK_SIZE, score_texts
-
-SENTIMENT = "sentiment"
-SCORE = "sentiment_score"
+from reviewkit.scoring import DEFAULT_CHUNK_SIZE, SCORE, SENTIMENT, ScoredTexts
 
 
 def analyze(
@@ -25,7 +26,7 @@ def analyze(
     text: str = "content",
     *,
     labels: Sequence[str] = DEFAULT_LABELS,
-    prompt: PromptTemplate | None = None,
+    prompt: PromptTemplate | dict[str, PromptTemplate] | None = None,
     engine: Engine | None = None,
     cache: bool | ResultCache = True,
     calibrate_scores: bool = True,
@@ -34,19 +35,28 @@ def analyze(
 ) -> pd.DataFrame:
     """Return a copy of ``df`` with ``sentiment`` and ``sentiment_score`` columns.
 
-    ``sentiment`` is a Categorical of ``labels`` (add ``"neutral"`` for three classes);
-    ``sentiment_score`` is the calibrated probability of ``"positive"`` (of the first
-    label if there is no ``"positive"``). Rows whose text is NaN, None, empty or blank
-    get NaN in both, without a model call. Non-string values are analyzed as ``str``.
-    Existing ``sentiment``/``sentiment_score`` columns are replaced. The result has
-    ``df``'s index and row order, duplicate index values included.
+    Args:
+        df: the reviews; it is not modified.
+        text: the column holding the review text.
+        labels: the label set; add ``"neutral"`` for three classes.
+        prompt: one :class:`~reviewkit.PromptTemplate` for every review instead of the built-in
+            Korean/English few-shot prompts, or a dict of one per language (``{"ko": ..., "en": ...}``).
+        engine: the engine to score with; None means the process's engine (``reviewkit.load()``
+            with no arguments if none is loaded yet, in-process or remote).
+        cache: ``True`` for the on-disk result cache, ``False`` to bypass it, or a
+            :class:`~reviewkit.ResultCache`.
+        calibrate_scores: divide out the prompt's content-free lean towards a label.
+        chunk_size: reviews per engine call; an interrupt keeps the finished chunks in the cache.
+        progress: show a progress bar (a widget in notebooks).
 
-    ``prompt`` replaces the built-in Korean/English few-shot prompts by one template;
-    ``cache=False`` bypasses the on-disk result cache (or pass a ``ResultCache``);
-    ``engine`` defaults to the loaded engine (in-process or remote), loading the
-    default one if none is. Figures of the run: ``reviewkit.last_run()``.
+    ``sentiment`` is a Categorical of ``labels``; ``sentiment_score`` is the calibrated
+    probability of ``"positive"`` (of the first label if there is no ``"positive"``). Rows
+    whose text is NaN, None, empty or blank get NaN in both, without a model call.
+    Non-string values are analyzed as ``str``. Existing ``sentiment``/``sentiment_score``
+    columns are replaced. The result has ``df``'s index and row order, duplicate index
+    values included. Figures of the run: ``reviewkit.last_run()``.
     """
-    _check_input(df, text)
+    check_frame(df, text)
     scored = score_texts(df[text].tolist(), engine=engine, labels=labels, prompt=prompt, cache=cache,
                          calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
     out = df.copy()
@@ -55,7 +65,30 @@ def analyze(
     return out
 
 
-def _check_input(df: Any, text: str) -> None:
+def score_texts(
+    texts: Sequence[Any],
+    *,
+    engine: Engine | None = None,
+    labels: Sequence[str] = DEFAULT_LABELS,
+    prompt: PromptTemplate | dict[str, PromptTemplate] | None = None,
+    cache: bool | ResultCache = True,
+    calibrate_scores: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+) -> ScoredTexts:
+    """Label probabilities of a plain list of texts, in input order (``reviewkit.score_texts``).
+
+    The arguments are :func:`analyze`'s; ``engine=None`` means the process's engine, loaded
+    only if some text needs it. See :func:`reviewkit.scoring.score_texts`.
+    """
+    if engine is None and scoring.needs_engine(texts):
+        engine = default_engine()
+    return scoring.score_texts(texts, engine, labels=labels, prompt=prompt, cache=cache,
+                               calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
+
+
+def check_frame(df: Any, text: str) -> None:
+    """Refuse what ``analyze`` cannot read: not a DataFrame, a missing or repeated text column."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"analyze() needs a pandas DataFrame, got {type(df).__name__}")
     if text not in df.columns:

@@ -1,7 +1,9 @@
 """``score_texts``: the one way a list of review texts becomes label probabilities.
 
-``analyze`` (DataFrames), the seed's ``SentimentAnalyzer``, ``reviewkit serve``, the Ray
-actor, the benchmark and the notebooks all call it. Per distinct text: pick the
+``analyze`` (DataFrames), ``reviewkit.score_texts`` (lists), the seed's ``SentimentAnalyzer``,
+``reviewkit serve``, the Ray actor, the benchmarks and the notebooks all call it, each with
+its engine (like LOTUS's operators, the function takes its model; the public layer picks
+the process's engine). Per distinct text: pick the
 language's few-shot prompt, truncate to the model length, put the review between the
 shared prefix and the answer tag (as token ids, so the prefix is token-identical and
 served by the prefix cache), read the label tokens' log-probabilities in one forward
@@ -38,6 +40,10 @@ LANGUAGES = tuple(LANGUAGE_EXAMPLES)
 
 log = logging.getLogger("reviewkit")
 
+#: The names of a review's two results: columns of ``analyze`` and ``reviewkit.ray``, keys of
+#: ``reviewkit serve``'s answers.
+SENTIMENT = "sentiment"
+SCORE = "sentiment_score"
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]", "...")
 # Bump when the scoring recipe changes: it is part of the result-cache key.
 SCORING_VERSION = "cc1"
@@ -82,8 +88,8 @@ def clean_text(value: Any) -> str | None:
 
 def score_texts(
     texts: Sequence[Any],
+    engine: Engine | None,
     *,
-    engine: Engine | None = None,
     labels: Sequence[str] = DEFAULT_LABELS,
     prompt: PromptTemplate | dict[str, PromptTemplate] | None = None,
     cache: bool | ResultCache = True,
@@ -94,7 +100,8 @@ def score_texts(
     """Score ``texts`` (any values; see :func:`clean_text`) and return them in input order.
 
     Args:
-        engine: the engine to use; None means the loaded one, loading the default if none is.
+        engine: the engine to score with (None only when no text needs the model: see
+            :func:`needs_engine`; ``reviewkit.score_texts`` and ``analyze`` pass the process's).
         labels: the label set (``("positive", "negative", "neutral")`` for three classes).
         prompt: one template for every text instead of the built-in per-language ones,
             or a dict with one template per language (``{"ko": ..., "en": ...}``).
@@ -121,9 +128,7 @@ def score_texts(
 
     if unique:
         if engine is None:
-            from reviewkit.engine import current_engine, load
-
-            engine = current_engine() or load()
+            raise ValueError(f"{len(unique)} distinct text(s) need an engine to score them, and none was given")
         stats.model = engine.model_id
         built = build_templates(engine, templates)
         space = namespace(engine.model_id, SCORING_VERSION, str(calibrate_scores),
@@ -131,7 +136,7 @@ def score_texts(
         store = _result_cache(cache)
         stats.cache = store.status if store is not None else "off (cache=False)"
         if store is not None:
-            probs_by_text.update(store.get_many(space, unique, model=engine.model_id))
+            probs_by_text.update(store.get_many(space, unique))
         stats.cached = len(probs_by_text)
         todo = [t for t in unique if t not in probs_by_text]
         if todo:
@@ -151,6 +156,11 @@ def score_texts(
     stats.seconds = time.perf_counter() - started
     runstats.record(stats)
     return result
+
+
+def needs_engine(texts: Sequence[Any]) -> bool:
+    """Whether any of ``texts`` has text to score (else no engine is needed, none is loaded)."""
+    return any(clean_text(t) is not None for t in texts)
 
 
 def warm_up(engine: Engine) -> None:

@@ -13,8 +13,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from reviewkit.analysis import score_texts
 from reviewkit.engines.base import Engine
-from reviewkit.scoring import ScoredTexts, score_texts
+from reviewkit.scoring import SCORE, SENTIMENT, ScoredTexts
 
 log = logging.getLogger("reviewkit")
 
@@ -59,8 +60,7 @@ def restaurant_result(restaurant_id: Any, payloads: list[dict[str, Any]], scored
     for label in labels:
         out[f"{label}_ratio"] = int(round(100 * counts[label] / total)) if total else 0
     out["unlabelled_count"] = total - sum(counts.values())
-    out["reviews"] = [{"id": p.get("id"), "sentiment": label,
-                       "sentiment_score": None if np.isnan(score) else float(score)}
+    out["reviews"] = [{"id": p.get("id"), SENTIMENT: label, SCORE: None if np.isnan(score) else float(score)}
                       for p, label, score in zip(payloads, sentiments, scores)]
     return out
 

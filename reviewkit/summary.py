@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reviewkit.analysis import SCORE, SENTIMENT
+from reviewkit.scoring import SCORE, SENTIMENT
 
 SUMMARY_COLUMNS = ["total", "labelled", "unlabelled", "positive", "negative",
                    "positive_ratio", "negative_ratio", "mean_score"]

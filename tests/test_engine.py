@@ -10,7 +10,7 @@ import pytest
 from rk_support import run_python
 
 import reviewkit
-from reviewkit.engine import EngineSettingsMismatch
+from reviewkit.process_engine import EngineSettingsMismatch
 
 
 def test_second_load_with_same_settings_returns_the_same_engine(engine):
@@ -89,8 +89,7 @@ if __name__ == '__main__':
 
 def test_loading_marks_the_activity_file_busy(monkeypatch):
     """A 5-minute download or weight load at 0 % GPU is work: the watchdog must see it."""
-    from reviewkit import activity
-    from reviewkit import engine as registry
+    from reviewkit import activity, process_engine
 
     seen = {}
 
@@ -98,8 +97,8 @@ def test_loading_marks_the_activity_file_busy(monkeypatch):
         seen["during"] = activity.read_activity()
         raise RuntimeError("stop here: the state during the load is what this test reads")
 
-    monkeypatch.setattr(registry, "_engine", None)
+    monkeypatch.setattr(process_engine, "_engine", None)
     with pytest.raises(RuntimeError, match="stop here"):
-        registry._install(("settings",), start, reload=False, warm_up=False)
+        process_engine._install(("settings",), start, reload=False, warm_up=False)
     assert seen["during"]["state"] == "busy" and seen["during"]["label"] == "load"
     assert activity.read_activity()["state"] == "idle"

@@ -23,8 +23,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from reviewkit._version import __version__
 from reviewkit.cache import ResultCache
 from reviewkit.engines.base import Engine
+from reviewkit.process_engine import default_engine
 from reviewkit.prompts import DEFAULT_LABELS, PromptTemplate
 from reviewkit.scoring import ScoredTexts
 from reviewkit.seed_api import restaurant_of, restaurant_result
@@ -60,7 +62,7 @@ def app(engine: Engine | None = None, *, load_engine: bool = True, api_key: str 
 
     Args:
         engine: the engine to score with; None means the process's engine
-            (``reviewkit.current_engine()``, else ``reviewkit.load()``), loaded at start-up
+            (the loaded one, else ``reviewkit.load()``), loaded at start-up
             before any request is accepted, unless ``load_engine=False`` (then requests
             that need the engine get 503: for tests of the validation paths).
         api_key: require ``Authorization: Bearer <api_key>`` on every route but ``/health``;
@@ -74,8 +76,6 @@ def app(engine: Engine | None = None, *, load_engine: bool = True, api_key: str 
         labels, prompt, cache: as for :func:`reviewkit.score_texts`; the default cache is
             the one the notebook API uses.
     """
-    from reviewkit import __version__
-
     labels = check_labels(labels)
     for name, value in (("max_reviews", max_reviews), ("max_body_bytes", max_body_bytes),
                         ("max_batch_reviews", max_batch_reviews), ("retry_after_s", retry_after_s)):
@@ -92,9 +92,8 @@ def app(engine: Engine | None = None, *, load_engine: bool = True, api_key: str 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if state.engine is None and load_engine:
-            import reviewkit  # in the server's main thread: vLLM sets signal handlers as it starts
-
-            state.engine = state.batcher.engine = reviewkit.current_engine() or reviewkit.load()
+            # In the server's main thread: vLLM sets signal handlers as it starts.
+            state.engine = state.batcher.engine = default_engine()
         state.batcher.start()
         yield
         await state.batcher.stop()  # uvicorn has already waited for the requests in flight

@@ -80,7 +80,7 @@ class Batcher:
         return await job.future
 
     def _score(self, texts: list[Any]) -> ScoredTexts:
-        return score_texts(texts, engine=self.engine, labels=self.labels, prompt=self.prompt,
+        return score_texts(texts, self.engine, labels=self.labels, prompt=self.prompt,
                            cache=self.cache, progress=False)
 
     async def _collect(self) -> None:

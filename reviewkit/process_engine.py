@@ -1,4 +1,4 @@
-"""One engine per process (per Jupyter kernel): ``load()``, ``connect()``, ``unload()``.
+"""The process's engine (one per Jupyter kernel): ``load()``, ``connect()``, ``unload()``.
 
 Loading a 7B model takes minutes and most of a GPU, so the engine is a process-wide
 singleton: re-running a notebook cell that calls ``load()`` returns the same engine at
@@ -6,6 +6,10 @@ once, and asking for different settings is refused with the way to switch, rathe
 than silently loading a second model next to the first. The engine is either vLLM in
 this process (``load``) or a vLLM server elsewhere (``connect``); analysis uses both
 through the same small interface (:class:`reviewkit.engines.base.Engine`).
+
+The scoring functions take their engine as an argument; only the public layer
+(``analyze``, ``score_texts``, ``SentimentAnalyzer``, ``reviewkit serve``) falls back to
+this module's :func:`default_engine`.
 """
 
 from __future__ import annotations
@@ -20,12 +24,11 @@ import threading
 from typing import Any, Callable
 
 from reviewkit import activity, loadstatus
-from reviewkit.engines.base import Engine, EngineDeadError, ScoredPrompt
-from reviewkit.engines.local import EngineLoadError, LocalEngine
-from reviewkit.settings import resolve_settings
+from reviewkit.engines.base import Engine
+from reviewkit.scoring import warm_up as warm_up_scoring
+from reviewkit.settings import env_flag, resolve_settings
 
-__all__ = ["Engine", "EngineDeadError", "EngineLoadError", "EngineSettingsMismatch", "LocalEngine",
-           "ScoredPrompt", "connect", "current_engine", "load", "unload"]
+__all__ = ["EngineSettingsMismatch", "connect", "current_engine", "default_engine", "load", "unload"]
 
 log = logging.getLogger("reviewkit")
 
@@ -40,6 +43,11 @@ class EngineSettingsMismatch(RuntimeError):
 def current_engine() -> Engine | None:
     """The loaded engine, or None; never loads one."""
     return _engine
+
+
+def default_engine() -> Engine:
+    """The loaded engine, loading the default one (``load()``) if none is."""
+    return _engine or load()
 
 
 def load(model: str | None = None, *, reload: bool = False, warm_up: bool = True,
@@ -63,7 +71,7 @@ def load(model: str | None = None, *, reload: bool = False, warm_up: bool = True
             keyword (``gpu_memory_utilization``, ``dtype``, ...; vLLM's defaults otherwise).
 
     On vLLM's CPU build reviewkit chooses, unless you set them: ``enforce_eager=True``
-    (compiling costs 90-126 s per start and is no faster here), ``dtype="bfloat16"``,
+    (compiled mode starts much slower and is no faster there; README, *Engine settings*), ``dtype="bfloat16"``,
     ``block_size=32``, OpenMP threads bound to every core this process may use
     (``VLLM_CPU_OMP_THREADS_BIND``, ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``), a 1 GiB KV cache
     (``VLLM_CPU_KVCACHE_SPACE``) and tcmalloc preloaded into vLLM's engine process when
@@ -109,8 +117,7 @@ def unload() -> bool:
 
 
 def _remote_from_environment() -> bool:
-    use_runpod = os.environ.get("USE_RUNPOD", "").strip().lower() in ("1", "true", "yes", "on")
-    return bool(os.environ.get("REVIEWKIT_ENGINE_URL")) or use_runpod
+    return bool(os.environ.get("REVIEWKIT_ENGINE_URL")) or bool(env_flag("USE_RUNPOD"))
 
 
 def _install(settings: Any, start: Callable[[], Engine], *, reload: bool, warm_up: bool) -> Engine:
@@ -130,10 +137,8 @@ def _install(settings: Any, start: Callable[[], Engine], *, reload: bool, warm_u
         with activity.working("load"), loadstatus.shown():
             engine = start()
             if warm_up:
-                from reviewkit import scoring
-
                 loadstatus.step("warming up (the prompts' calibration)")
-                scoring.warm_up(engine)
+                warm_up_scoring(engine)
         _engine = engine
         _unload_at_exit()
         return engine
