@@ -141,7 +141,7 @@ def resumable(tmp_path_factory, cluster):
 
 def test_an_interrupted_run_keeps_its_finished_batches(resumable):
     import reviewkit.ray as rr
-    from reviewkit.distributed.parts import OutputFolder
+    from reviewkit.ray.parts import OutputFolder
 
     source, output = resumable
     folder = OutputFolder(output)
@@ -161,7 +161,7 @@ def test_an_interrupted_run_keeps_its_finished_batches(resumable):
 
 def test_a_rerun_resumes_and_survives_its_engine_being_killed(resumable, reference):
     import reviewkit.ray as rr
-    from reviewkit.distributed.parts import OutputFolder
+    from reviewkit.ray.parts import OutputFolder
 
     source, output = resumable
     folder = OutputFolder(output)

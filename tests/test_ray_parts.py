@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from reviewkit.distributed.actor import NO_TEXT, score_rows
-from reviewkit.distributed.parts import OutputFolder, digest, drop_written
 from reviewkit.engines.base import EngineDeadError
+from reviewkit.ray.actor import NO_TEXT, score_rows
+from reviewkit.ray.parts import OutputFolder, digest, drop_written
 from reviewkit.scoring import ScoredTexts
 
 

@@ -23,11 +23,11 @@ from typing import Any
 import pyarrow as pa
 
 from reviewkit.engines.base import EngineDeadError
+from reviewkit.process_engine import load
+from reviewkit.scoring import SCORE, SENTIMENT, score_texts
 
 log = logging.getLogger("reviewkit")
 
-SENTIMENT = "sentiment"
-SCORE = "sentiment_score"
 ERROR = "error"
 RESULT_COLUMNS = (SENTIMENT, SCORE, ERROR)
 RESULT_TYPES = {SENTIMENT: pa.string(), SCORE: pa.float64(), ERROR: pa.string()}
@@ -77,10 +77,8 @@ class ReviewScorer:
                  figures: Any = None) -> None:
         import ray
 
-        import reviewkit
-
         started = time.perf_counter()
-        self.engine = reviewkit.load(**engine_options)
+        self.engine = load(**engine_options)
         self.labels, self.text, self.id_column, self.mode = labels, text, id_column, mode
         self.output, self.cache, self.figures = output, cache, figures
         # vLLM's blocking generate() can wait forever once its engine process is gone (its
@@ -92,7 +90,7 @@ class ReviewScorer:
         self.key = context.get_actor_id() or f"pid-{os.getpid()}"
         if figures is not None:
             figures.started.remote(self.key, os.getpid(), context.get_node_id(),
-                                   time.perf_counter() - started, reviewkit.__file__)
+                                   time.perf_counter() - started, __file__)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
@@ -115,9 +113,7 @@ class ReviewScorer:
         return out
 
     def _score(self, texts: list[Any]) -> Any:
-        from reviewkit.scoring import score_texts
-
-        return score_texts(texts, engine=self.engine, labels=self.labels, cache=self.cache, progress=False)
+        return score_texts(texts, self.engine, labels=self.labels, cache=self.cache, progress=False)
 
     def _output(self, batch: pa.Table, results: dict[str, list]) -> pa.Table:
         columns = {name: pa.array(values, type=RESULT_TYPES[name]) for name, values in results.items()}
@@ -155,3 +151,4 @@ class ReviewScorer:
         closer.start()
         closer.join(timeout=10)
         os._exit(1)
+

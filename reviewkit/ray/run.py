@@ -1,16 +1,9 @@
-"""``reviewkit.ray.analyze``: the same scoring over many GPUs and pods with Ray Data.
+"""The driver of ``reviewkit.ray.analyze``: input in, Ray Data pipeline, results and figures out.
 
-One engine per Ray actor (``Dataset.map_batches`` with an actor pool), each batch scored
-by :func:`reviewkit.scoring.score_texts`, so labels and scores are ``reviewkit.analyze``'s.
-Ray Data brings the scheduling, the progress bars and the fault tolerance (a crashed actor
-is restarted and its batch retried); reviewkit adds an engine that reports its own death,
-bad rows that fail alone, and a resumable Parquet output (:mod:`reviewkit.distributed.parts`).
-
-    import ray, reviewkit.ray
-    ray.init()                                   # or RAY_ADDRESS=... for a running cluster
-    out = reviewkit.ray.analyze(df, text="content", concurrency=4)     # DataFrame -> DataFrame
-    reviewkit.ray.analyze("reviews/*.parquet", output="s3://bucket/scored/")   # resumable
-    print(reviewkit.ray.last_run())
+It turns the input (a DataFrame, a Dataset, paths) into one Ray block per batch, maps the
+blocks through :class:`~reviewkit.ray.actor.ReviewScorer` actors, and collects the results
+(a DataFrame in the input's order, a lazy Dataset, or part files in an output folder, see
+:mod:`reviewkit.ray.parts`) and the run's figures (:mod:`reviewkit.ray.figures`).
 """
 
 from __future__ import annotations
@@ -29,28 +22,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from reviewkit import activity
-from reviewkit.distributed.actor import ERROR, NO_TEXT, POSITION, PRESET_ERROR, SCORE, SENTIMENT, ReviewScorer
-from reviewkit.distributed.figures import RayRun, RunFigures
-from reviewkit.distributed.parts import OutputFolder, drop_written
+from reviewkit.analysis import check_frame
 from reviewkit.prompts import DEFAULT_LABELS
-from reviewkit.scoring import DEFAULT_CHUNK_SIZE, clean_text
+from reviewkit.ray.actor import ERROR, NO_TEXT, POSITION, PRESET_ERROR, ReviewScorer
+from reviewkit.ray.figures import RayRun, RunFigures
+from reviewkit.ray.parts import OutputFolder, drop_written
+from reviewkit.scoring import DEFAULT_CHUNK_SIZE, SCORE, SENTIMENT, clean_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
 
-__all__ = ["analyze", "last_run", "RayRun", "DEFAULT_BATCH_SIZE"]
 
 log = logging.getLogger("reviewkit")
 
 #: Reviews per batch: one ``score_texts`` chunk (its default ``chunk_size``), so an actor's
-#: engine gets the batches ``analyze`` gives it in-process (measured here: the actor's own
-#: batches ran at 0.90 of in-process with 512, 0.96 with 1,000); small enough that an
-#: interrupt or a crash loses little (about 25 s of a 2-core CPU, a second or two of a GPU).
+#: engine gets the batches ``analyze`` gives it in-process, and an interrupt or a crash loses
+#: one batch (benchmarks/README.md, *Ray*, has the measurements behind this choice).
 DEFAULT_BATCH_SIZE = DEFAULT_CHUNK_SIZE
 #: Ray starts its workers at niceness 15, under which anything else on a CPU node (the
 #: driver, a notebook, the raylet) preempts the engine's OpenMP threads, and one preempted
 #: thread stalls them all. The scoring actors are the job, so they run at niceness 0, as
-#: Ray's own job supervisor does (not measured apart from the batch size on a quiet machine).
+#: Ray's own job supervisor does.
 ACTOR_ENV = {"RAY_worker_niceness": "0"}
 
 
@@ -198,10 +190,7 @@ class _Run:
 
     # --- DataFrame in, DataFrame out ------------------------------------------------------
     def frame(self, df: pd.DataFrame) -> pd.DataFrame:
-        if self.text not in df.columns:
-            raise KeyError(f"column {self.text!r} not found; the DataFrame's columns are {list(df.columns)}")
-        if isinstance(df[self.text], pd.DataFrame):
-            raise ValueError(f"the DataFrame has several columns named {self.text!r}")
+        check_frame(df, self.text)
         texts, preset = _texts(df[self.text].tolist())
         columns = {POSITION: pa.array(np.arange(len(df), dtype=np.int64)),
                    self.text: pa.array(texts, type=pa.string()), PRESET_ERROR: pa.array(preset, type=pa.string())}
