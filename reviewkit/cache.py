@@ -20,12 +20,12 @@ import os
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from reviewkit import cache_db
 from reviewkit.cache_db import CacheWarning, entry_size, fix_hint, report
-from reviewkit.cache_report import CacheInfo, cache_info, disk_bytes
 
 __all__ = [
     "ResultCache",
@@ -75,6 +75,59 @@ def namespace(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
 
 
+@dataclass
+class CacheInfo:
+    """What ``reviewkit.cache_info()`` and ``reviewkit cache info`` show."""
+
+    path: Path
+    enabled: bool
+    disabled_reason: str | None
+    exists: bool = True
+    entries: int = 0
+    entry_bytes: int = 0  # estimated size of the entries; what the bound counts
+    disk_bytes: int = 0  # the database file and its WAL/shared-memory files
+    max_bytes: int = 0
+    models: dict[str, tuple[int, int]] = field(default_factory=dict)  # model -> (entries, bytes)
+    moved_aside: list[Path] = field(default_factory=list)  # corrupt files kept next to it
+
+    def as_dict(self) -> dict:
+        return {
+            "path": str(self.path),
+            "exists": self.exists,
+            "enabled": self.enabled,
+            "disabled_reason": self.disabled_reason,
+            "entries": self.entries,
+            "entry_bytes": self.entry_bytes,
+            "disk_bytes": self.disk_bytes,
+            "max_bytes": self.max_bytes,
+            "models": {m: {"entries": n, "bytes": b} for m, (n, b) in self.models.items()},
+            "moved_aside": [str(p) for p in self.moved_aside],
+        }
+
+    def __str__(self) -> str:
+        state = "on" if self.enabled else f"off: {self.disabled_reason}"
+        if not self.exists:
+            state = "not created yet"
+        lines = [
+            f"reviewkit result cache: {self.path} ({state})",
+            (
+                f"  {_entries(self.entries)}, {_mb(self.entry_bytes)} of {_mb(self.max_bytes)} allowed "
+                f"(REVIEWKIT_CACHE_MAX_MB), {_mb(self.disk_bytes)} on disk"
+            ),
+        ]
+        for model, (n, size) in sorted(self.models.items()):
+            lines.append(f"  {model or '(model not recorded)'}: {_entries(n)}, {_mb(size)}")
+        if self.moved_aside:
+            size = sum(p.stat().st_size for p in self.moved_aside if p.exists())
+            lines.append(
+                f"  {len(self.moved_aside)} unreadable file(s) moved aside, {_mb(size)} "
+                "(`reviewkit cache clear` deletes them)"
+            )
+        return "\n".join(lines)
+
+    __repr__ = __str__  # a notebook cell ending in cache_info() shows the readable form
+
+
 class ResultCache:
     """Label probabilities by (namespace, text); never raises for I/O trouble.
 
@@ -107,7 +160,7 @@ class ResultCache:
         except OSError as exc:
             return self._disable(f"cannot create the folder {self.path.parent} ({cache_db.describe(exc)})")
         for attempt in (1, 2):
-            opened = _inode(self.path)
+            opened = cache_db.inode(self.path)
             try:
                 self._conn = cache_db.connect(self.path)
                 return None
@@ -123,33 +176,10 @@ class ResultCache:
 
     def _move_aside(self, exc: BaseException, opened: int | None) -> bool:
         """Keep an unreadable file (renamed with a timestamp) and start afresh."""
-        if _inode(self.path) != opened:
-            return True  # another process replaced it already: open the new one
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{os.getpid()}")
-        try:
-            os.replace(self.path, target)
-        except FileNotFoundError:
-            return True  # another process moved it first
-        except OSError as move_exc:
-            self._disable(
-                f"it is not a readable SQLite database ({exc}) and cannot be moved aside ({move_exc}); delete it"
-            )
-            return False
-        for suffix in ("-wal", "-shm", "-journal"):  # they belong to the unreadable file
-            side = self.path.with_name(self.path.name + suffix)
-            try:
-                os.replace(side, target.with_name(target.name + suffix))
-            except OSError:
-                pass
-        report(
-            self.path,
-            "moved",
-            f"it was not a readable SQLite database ({exc}); moved it aside "
-            f"to {target.name} and started a fresh cache. Delete that file (or run "
-            "`reviewkit cache clear`) when you no longer need it.",
-        )
-        return True
+        failure = cache_db.move_aside(self.path, exc, opened)
+        if failure is not None:
+            self._disable(failure)
+        return failure is None
 
     def _disable(self, reason: str) -> None:
         self.enabled = False
@@ -178,7 +208,7 @@ class ResultCache:
             return f"off: {self.disabled_reason}"
         return f"on (writes failing: {self.write_error})" if self.write_error else "on"
 
-    def get_many(self, space: str, texts: Sequence[str], *, model: str = "") -> dict[str, list[float]]:
+    def get_many(self, space: str, texts: Sequence[str]) -> dict[str, list[float]]:
         """The cached probabilities of those texts that have them; a failed read is a miss."""
         if not self.enabled or not texts:
             return {}
@@ -253,7 +283,7 @@ class ResultCache:
             with self._lock:
                 conn = self._connection()
                 cache_db.retry(lambda: write(conn), conn)
-                self._evict(conn)
+                cache_db.evict_lru(conn, self.max_bytes, int(self.max_bytes * _EVICT_TO))
         except (sqlite3.Error, OSError) as exc:
             if self._conn is not None:
                 cache_db.rollback(self._conn)
@@ -266,32 +296,6 @@ class ResultCache:
                 + fix_hint("free disk space, lower REVIEWKIT_CACHE_MAX_MB or run `reviewkit cache clear`"),
             )
 
-    def _evict(self, conn: sqlite3.Connection) -> None:
-        """Delete least recently used entries until the entries fit 90 % of the bound."""
-        entries, size = self._usage(conn)
-        if size <= self.max_bytes:
-            return
-        target = int(self.max_bytes * _EVICT_TO)
-        for _ in range(20):  # the estimate below converges in one or two rounds
-            if size <= target or entries <= 0:
-                break
-            n = max(1, math.ceil(entries * (size - target) / size))
-
-            def delete(n: int = n) -> None:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(
-                    "DELETE FROM results WHERE key IN (SELECT key FROM results ORDER BY last_used LIMIT ?)", (n,)
-                )
-                conn.execute("COMMIT")
-
-            cache_db.retry(delete, conn)
-            entries, size = self._usage(conn)
-
-    @staticmethod
-    def _usage(conn: sqlite3.Connection) -> tuple[int, int]:
-        row = cache_db.retry(lambda: conn.execute("SELECT entries, bytes FROM usage").fetchone(), conn)
-        return (int(row[0]), int(row[1])) if row else (0, 0)
-
     # -- seeing and clearing --------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -299,28 +303,21 @@ class ResultCache:
             return 0
         try:
             with self._lock:
-                return self._usage(self._connection())[0]
+                return cache_db.usage(self._connection())[0]
         except sqlite3.Error:
             return 0
 
     def info(self) -> CacheInfo:
         """Path, entries, sizes and per-model counts (``reviewkit.cache_info()``)."""
-        result = CacheInfo(
-            self.path, self.enabled, self.disabled_reason, max_bytes=self.max_bytes, moved_aside=self._moved_aside()
-        )
-        result.disk_bytes = disk_bytes(self.path)
+        result = CacheInfo(self.path, self.enabled, self.disabled_reason, max_bytes=self.max_bytes,
+                           disk_bytes=cache_db.disk_bytes(self.path),
+                           moved_aside=cache_db.moved_aside_files(self.path))
         if self.enabled:
             try:
                 with self._lock:
                     conn = self._connection()
-                    result.entries, result.entry_bytes = self._usage(conn)
-                    rows = cache_db.retry(
-                        lambda: conn.execute(
-                            "SELECT model, COUNT(*), SUM(size) FROM results GROUP BY model"
-                        ).fetchall(),
-                        conn,
-                    )
-                result.models = {m: (int(n), int(b or 0)) for m, n, b in rows}
+                    result.entries, result.entry_bytes = cache_db.usage(conn)
+                    result.models = cache_db.usage_by_model(conn)
             except sqlite3.Error as exc:
                 result.enabled = False
                 result.disabled_reason = f"cannot read it ({cache_db.describe(exc)}); `reviewkit cache clear`"
@@ -360,15 +357,9 @@ class ResultCache:
                     self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
                 self._open()
         if model is None:
-            for moved in self._moved_aside():
+            for moved in cache_db.moved_aside_files(self.path):
                 moved.unlink(missing_ok=True)
         return count
-
-    def _moved_aside(self) -> list[Path]:
-        try:
-            return sorted(self.path.parent.glob(self.path.name + ".corrupt-*"))
-        except OSError:
-            return []
 
     def close(self) -> None:
         if self._conn is not None and self._pid == os.getpid():
@@ -376,13 +367,6 @@ class ResultCache:
         self._conn = None
         if self.enabled:
             self.enabled, self.disabled_reason = False, "closed"
-
-
-def _inode(path: Path) -> int | None:
-    try:
-        return path.stat().st_ino
-    except OSError:
-        return None
 
 
 _default: ResultCache | None = None
@@ -398,3 +382,33 @@ def default_cache() -> ResultCache:
         else:
             _default.max_bytes = int(default_max_mb() * 1e6)
         return _default
+
+
+def cache_info(path: str | Path | None = None) -> CacheInfo:
+    """Where the result cache is, how many entries (per model) and how big it is.
+
+    Does not create a cache that does not exist yet.
+    """
+    target = Path(path).expanduser() if path is not None else default_cache_path()
+    if not target.exists():
+        return CacheInfo(
+            target,
+            True,
+            None,
+            exists=False,
+            max_bytes=int(default_max_mb() * 1e6),
+            moved_aside=cache_db.moved_aside_files(target),
+        )
+    cache = ResultCache(target)
+    try:
+        return cache.info()
+    finally:
+        cache.close()
+
+
+def _entries(n: int) -> str:
+    return f"{n:,} entry" if n == 1 else f"{n:,} entries"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{n / 1e3:,.1f} kB"

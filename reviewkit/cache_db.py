@@ -7,6 +7,8 @@ evicted, what happens on failure) reads without the SQL and the error taxonomy.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sqlite3
 import threading
 import time
@@ -175,3 +177,86 @@ def report(path: Path, kind: str, message: str) -> None:
 def fix_hint(fix: str = _FIX) -> str:
     """How to fix or silence a report, the same words everywhere."""
     return f"To fix it, {fix}; to silence it, pass cache=False or filter reviewkit.cache.CacheWarning."
+
+
+def inode(path: Path) -> int | None:
+    """The file's inode, to tell whether another process replaced it meanwhile."""
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+def move_aside(path: Path, exc: BaseException, opened: int | None) -> str | None:
+    """Rename an unreadable cache file (and its -wal/-shm) with a timestamp, so a fresh cache
+    can start and nothing is lost; None when done (or another process did it), else why not."""
+    if inode(path) != opened:
+        return None  # another process replaced it already: open the new one
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}-{os.getpid()}")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None  # another process moved it first
+    except OSError as move_exc:
+        return f"it is not a readable SQLite database ({exc}) and cannot be moved aside ({move_exc}); delete it"
+    for suffix in ("-wal", "-shm", "-journal"):  # they belong to the unreadable file
+        side = path.with_name(path.name + suffix)
+        try:
+            os.replace(side, target.with_name(target.name + suffix))
+        except OSError:
+            pass
+    report(path, "moved", f"it was not a readable SQLite database ({exc}); moved it aside to {target.name} and "
+           "started a fresh cache. Delete that file (or run `reviewkit cache clear`) when you no longer need it.")
+    return None
+
+
+def usage(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(entries, estimated bytes) from the totals the triggers keep."""
+    row = retry(lambda: conn.execute("SELECT entries, bytes FROM usage").fetchone(), conn)
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def evict_lru(conn: sqlite3.Connection, max_bytes: int, target_bytes: int) -> None:
+    """Past ``max_bytes``, delete least recently used entries until they fit ``target_bytes``
+    (below the bound, so that eviction is not on every write)."""
+    entries, size = usage(conn)
+    if size <= max_bytes:
+        return
+    for _ in range(20):  # the estimate below converges in one or two rounds
+        if size <= target_bytes or entries <= 0:
+            break
+        n = max(1, math.ceil(entries * (size - target_bytes) / size))
+
+        def delete(n: int = n) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM results WHERE key IN (SELECT key FROM results ORDER BY last_used LIMIT ?)", (n,))
+            conn.execute("COMMIT")
+
+        retry(delete, conn)
+        entries, size = usage(conn)
+
+
+def usage_by_model(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+    """model -> (entries, estimated bytes)."""
+    rows = retry(lambda: conn.execute("SELECT model, COUNT(*), SUM(size) FROM results GROUP BY model").fetchall(), conn)
+    return {m: (int(n), int(b or 0)) for m, n, b in rows}
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes on disk of the database and its write-ahead log and shared-memory files."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += path.with_name(path.name + suffix).stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def moved_aside_files(path: Path) -> list[Path]:
+    """Unreadable cache files :func:`move_aside` kept next to ``path``."""
+    try:
+        return sorted(path.parent.glob(path.name + ".corrupt-*"))
+    except OSError:
+        return []

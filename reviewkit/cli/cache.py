@@ -18,7 +18,7 @@ def add_parser(sub: Any) -> None:
     cache.add_argument("action", choices=["info", "clear"],
                        help="info: path, entries, size, per model; clear: delete entries")
     cache.add_argument("--model", default=None,
-                       help="only this model's entries (its id as `cache info` lists it, e.g. embedded:gemma-3-270m-it)")
+                       help="only this model's entries (its id as `cache info` lists it)")
     cache.add_argument("--json", action="store_true", help="info as JSON")
     cache.set_defaults(func=cmd_cache)
 
