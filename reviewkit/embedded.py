@@ -111,9 +111,6 @@ SMOLLM2 = PackagedModel(
 )
 #: The packaged models by the name ``reviewkit.load`` takes.
 PACKAGED: dict[str, PackagedModel] = {m.name: m for m in (GEMMA, SMOLLM2)}
-# Kept for callers of the single-model version of this module.
-BOS_TOKEN_ID = GEMMA.bos_token_id
-CONVERSION_VERSION = GEMMA.conversion_version
 
 
 def packaged(name: str) -> PackagedModel:

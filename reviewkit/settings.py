@@ -58,7 +58,10 @@ class EngineSettings:
         return ", ".join(parts)
 
 
-def _env_bool(env: Mapping[str, str], name: str) -> bool | None:
+def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool | None:
+    """A true/false environment variable (``1/true/yes/on``, ``0/false/no/off`` or empty);
+    None when unset. Anything else is an error naming the variable, not a silent default."""
+    env = os.environ if env is None else env
     raw = env.get(name)
     if raw is None:
         return None
@@ -106,7 +109,7 @@ def default_model(env: Mapping[str, str] | None = None) -> str:
     false means the embedded one.
     """
     env = os.environ if env is None else env
-    use_pod = _env_bool(env, "USE_POD_VLLM")
+    use_pod = env_flag("USE_POD_VLLM", env)
     if use_pod is None:
         use_pod = cuda_gpu_count() > 0
     return POD_DEFAULT_MODEL if use_pod else EMBEDDED

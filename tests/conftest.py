@@ -16,8 +16,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # rk_support, under any import mode
 
-from rk_support import DATA, ROOT, run_python  # noqa: E402,F401 - re-exported for older imports
-
 _session_tmp = Path(tempfile.mkdtemp(prefix="reviewkit-tests-"))
 os.environ["REVIEWKIT_CACHE_DIR"] = str(_session_tmp / "cache")
 os.environ["REVIEWKIT_ACTIVITY_FILE"] = str(_session_tmp / "activity.json")

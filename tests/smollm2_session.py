@@ -39,16 +39,6 @@ SEED_REVIEWS = [
 ]
 
 
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
-
-
 def _fresh(reviewkit) -> None:
     """Make the next run compute every review: whether a review's KV blocks come from the
     prefix cache changes bf16 rounding (up to 0.02 in probability here), and runs are
@@ -94,13 +84,15 @@ def cli_run(reviewkit, pd, texts: list[str]) -> dict:
 
 
 def accuracy(reviewkit, np, pd, name: str, n: int, **options) -> dict:
+    from reviewkit.evaluation import Accuracy
+
     data = pd.read_csv(HERE / "data" / name).head(n)
     _fresh(reviewkit)
     started = time.perf_counter()
     scored = reviewkit.score_texts(list(data["text"]), cache=False, progress=False, **options)
     seconds = time.perf_counter() - started
     hits = int((np.array(scored.sentiments(), dtype=object) == data["label"].to_numpy()).sum())
-    low, high = wilson(hits, len(data))
+    low, high = Accuracy(hits, len(data)).interval
     return {"file": name, "n": len(data), "hits": hits, "accuracy": hits / len(data), "ci95": [low, high],
             "positive_share": float((data["label"] == "positive").mean()), "seconds": seconds,
             "reviews_per_s": len(data) / seconds, "probs": scored.probs.tolist()}

@@ -22,15 +22,21 @@ def test_cost_per_1000_reviews_refuses_bad_input(price, rate):
         cost.cost_per_1000_reviews(price, rate)
 
 
-def test_defaults_are_the_seed_figures():
-    f = cost.DEFAULT_FIGURES
-    assert 0.5 <= f.pod_price_per_hour <= 1.0
-    assert 60 <= f.pod_load_seconds <= 120
-    assert 0.1 <= f.network_overhead_seconds <= 0.2
-    assert f.serverless_price_per_second == cost.SERVERLESS_24GB_PER_SECOND == 0.00019
-    assert cost.SERVERLESS_A100_PER_SECOND == 0.00076
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        f.pod_price_per_hour = 2.0  # type: ignore[misc]
+def test_the_cost_notebook_states_the_default_figures():
+    """Notebook 03's table of assumptions (``name=value``) is what the code computes with."""
+    import json
+    import re
+
+    from rk_support import ROOT
+
+    notebook = json.loads((ROOT / "notebooks" / "03_cost.ipynb").read_text(encoding="utf-8"))
+    text = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+    stated = {name: float(value) for name, value in re.findall(r"`(\w+)=([0-9.]+)`", text)}
+    defaults = dataclasses.asdict(cost.DEFAULT_FIGURES)
+    assert len(stated) >= 6 and set(stated) <= set(defaults)
+    assert stated == pytest.approx({name: defaults[name] for name in stated})
+    with pytest.raises(dataclasses.FrozenInstanceError):  # the shared defaults cannot be changed by accident
+        cost.DEFAULT_FIGURES.pod_price_per_hour = 2.0  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("field, value", [

@@ -14,7 +14,7 @@ def test_converted_copy_is_complete_and_prepends_bos(engine):
     assert embedded.is_converted(folder)
     assert (folder / "model.safetensors").stat().st_size > 400_000_000
     ids = engine.tokenizer("맛있어요")["input_ids"]
-    assert ids[0] == embedded.BOS_TOKEN_ID
+    assert ids[0] == embedded.GEMMA.bos_token_id
     assert embedded.ensure_converted(quiet=True) == folder  # reused, not converted again
 
 

@@ -118,11 +118,13 @@ def test_english_accuracy_with_confidence_interval(session):
     low, high = en["ci95"]
     print(f"smollm2 English accuracy {en['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}, n={en['n']}, "
           f"{en['positive_share']:.0%} positive); {en['reviews_per_s']:.1f} reviews/s")
-    assert en["n"] == 200 and low <= en["accuracy"] <= high
-    assert low > 0.6  # well above chance on English (measured 0.73 on all 500)
+    assert en["n"] == 200 and low > 0.6  # well above chance on English (measured 0.73 on all 500)
     ko = session["by_name"]["korean"]
     print(f"smollm2 Korean accuracy {ko['accuracy']:.3f} (95% CI {ko['ci95'][0]:.3f}-{ko['ci95'][1]:.3f}): "
           "English-only model, near chance as documented")
+    # Why the README calls it English-only: on Korean it is no better than a coin, and below
+    # the least its English accuracy could be.
+    assert ko["n"] == 100 and ko["ci95"][0] < 0.6 and ko["accuracy"] < low
 
 
 def test_llm_model_pointing_at_the_folder_gives_the_same_results(session):

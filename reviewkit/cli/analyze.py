@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reviewkit.cli.engine_options import add_engine_flags, add_labels_flag, open_engine
+from reviewkit.cost import DEFAULT_FIGURES
 
 _READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet",
             ".jsonl": "read_json", ".json": "read_json"}
@@ -23,8 +24,9 @@ def add_parsers(sub: Any) -> None:
     demo = sub.add_parser("demo", help="analyze the bundled restaurant reviews and summarize them")
     add_engine_flags(demo)
     _add_run_flags(demo)
-    demo.add_argument("--price-per-hour", type=float, default=0.69,
-                      help="pod price in $/hour for the cost figure (default 0.69)")
+    price = DEFAULT_FIGURES.pod_price_per_hour
+    demo.add_argument("--price-per-hour", type=float, default=price,
+                      help=f"pod price in $/hour for the cost figure (default {price})")
     demo.set_defaults(func=cmd_demo)
 
     analyze = sub.add_parser("analyze", help="analyze a CSV/Parquet/JSONL file into a new file")

@@ -3,7 +3,7 @@
 reviewkit's defaults for vLLM's CPU build live here, each overridable: eager mode,
 OpenMP threads bound to every core the process may use, a 1 GiB KV cache, bf16,
 32-token KV blocks, tcmalloc preloaded into vLLM's engine process, and vLLM's log
-level at WARNING. ``reviewkit.engine.load`` documents them for users.
+level at WARNING. ``reviewkit.load`` (:mod:`reviewkit.process_engine`) documents them for users.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from reviewkit import loadstatus
 from reviewkit.engines.base import Engine, EngineDeadError, ScoredPrompt
-from reviewkit.settings import EngineSettings
+from reviewkit.settings import EngineSettings, env_flag
 
 log = logging.getLogger("reviewkit")
 
@@ -231,7 +231,7 @@ def tcmalloc_preload(env: os._Environ[str] | dict[str, str]) -> str | None:
     """
     if env.get("LD_PRELOAD"):
         return None
-    if env.get(TCMALLOC_ENV, "").strip().lower() in ("0", "off", "false", "no"):
+    if env_flag(TCMALLOC_ENV, env) is False:
         return None
     path = find_tcmalloc()
     if path is None:

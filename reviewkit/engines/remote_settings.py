@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reviewkit.engines.remote_http import RetryPolicy
+from reviewkit.settings import env_flag
 
 ENV_URL = "REVIEWKIT_ENGINE_URL"
 ENV_API_KEY = "REVIEWKIT_ENGINE_API_KEY"
@@ -101,7 +102,7 @@ def settings_from_environment(env: Mapping[str, str] | None = None) -> dict[str,
     url = env.get(ENV_URL, "").strip()
     if url:
         return {"url": url, "api_key": env.get(ENV_API_KEY) or None, "model": model}
-    if env.get("USE_RUNPOD", "").strip().lower() not in ("1", "true", "yes", "on"):
+    if not env_flag("USE_RUNPOD", env):
         raise ValueError(f"set {ENV_URL} (a vLLM server) or USE_RUNPOD=true (a RunPod Serverless endpoint)")
     endpoint_id = env.get("RUNPOD_ENDPOINT_ID", "").strip()
     if not endpoint_id:

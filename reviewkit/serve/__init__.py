@@ -14,7 +14,7 @@ __all__ = ["app", "run"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so the command line's parser (reviewkit.serve.command) needs no FastAPI.
+    # Lazy, so the command line's parser (reviewkit.cli.serve) needs no FastAPI.
     if name == "app":
         from reviewkit.serve.application import app
 
