@@ -26,11 +26,12 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from reviewkit.atomicfile import write_json
 
 __all__ = [
     "ENV_VAR",
@@ -81,20 +82,6 @@ def read_activity(path: str | os.PathLike[str] | None = None) -> dict[str, Any] 
     return record
 
 
-def _write_atomic(target: Path, record: dict[str, Any]) -> None:
-    """Write via a temporary file and rename so a reader never sees half a record."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".activity-", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 class _Tracker:
     """Process-wide counter of open ``working()`` blocks plus the heartbeat thread.
 
@@ -110,7 +97,7 @@ class _Tracker:
         self._label = ""
         self._path: Path | None = None
         self._stop: threading.Event | None = None
-        self._warned = False
+        self._warned: set[Path] = set()  # paths already warned about
 
     def _record(self, state: str) -> dict[str, Any]:
         now = time.time()
@@ -126,13 +113,14 @@ class _Tracker:
         }
 
     def _write(self, state: str) -> None:
-        # Losing the activity file must never break an analysis: warn once, carry on.
+        # Losing the activity file must never break an analysis: warn once per path
+        # (not at every heartbeat), carry on.
         assert self._path is not None
         try:
-            _write_atomic(self._path, self._record(state))
+            write_json(self._path, self._record(state))
         except OSError as exc:
-            if not self._warned:
-                self._warned = True
+            if self._path not in self._warned:
+                self._warned.add(self._path)
                 _log.warning("reviewkit activity file %s not writable: %s", self._path, exc)
 
     def enter(self, label: str) -> None:

@@ -60,7 +60,7 @@ except ImportError as e:
 #: Modules by layer, lowest first; a module may import its own layer and the ones below. A
 #: name covers its submodules unless one of them is listed itself (the longest name wins).
 LAYERS = (
-    ("reviewkit._version", "reviewkit._pandas_hook", "reviewkit.activity", "reviewkit.runstats",
+    ("reviewkit._version", "reviewkit._pandas_hook", "reviewkit.atomicfile", "reviewkit.activity", "reviewkit.runstats",
      "reviewkit.loadstatus", "reviewkit.cost", "reviewkit.evaluation"),
     ("reviewkit.watchdog",),
     ("reviewkit.settings", "reviewkit.embedded", "reviewkit.prompts", "reviewkit.cache_db", "reviewkit.cache",

@@ -7,11 +7,13 @@ runpod SDK once all of them have been idle for ``idle_limit`` consecutive checks
 and the pod has run for ``min_runtime`` seconds.
 
 Modules: :mod:`.signals`, :mod:`.gpu` and :mod:`.jupyter` (what counts as work),
-:mod:`.policy` and :mod:`.peak` (idle counting, the seed's presets, peak hours),
-:mod:`.state` (state file and its lock), :mod:`.action` (runpod SDK calls),
-:mod:`.trace` and :mod:`.simulate` (replaying recorded utilisation), :mod:`.monitor`
-(one check), :mod:`.options` and :mod:`.cli` (the command line), :mod:`.commands`
-(``start``/``stop``/``status``), :mod:`.report` (:func:`status` for notebooks).
+:mod:`.policy` and :mod:`.peak` (idle counting, peak hours), :mod:`.optiontable`
+(every option, its default and the seed's presets, defined once), :mod:`.state`
+(state file and its lock), :mod:`.action` (runpod SDK calls), :mod:`.trace` and
+:mod:`.simulate` (replaying recorded utilisation), :mod:`.monitor` (one check),
+:mod:`.options` and :mod:`.cli` (the command line), :mod:`.commands`
+(``start``/``stop``/``status``), :mod:`.logs` (the log format), :mod:`.report`
+(:func:`status` for notebooks).
 
 Importing this package imports neither vllm, torch, pandas nor numpy.
 """

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from reviewkit import activity
 from reviewkit.watchdog.gpu import GpuSignal, NvmlReader, RunPodReader
 from reviewkit.watchdog.jupyter import JupyterSignal, runtime_dir
+from reviewkit.watchdog.logs import setup_logging
 from reviewkit.watchdog.options import resolve
 from reviewkit.watchdog.policy import IdlePolicy
 from reviewkit.watchdog.signals import ActivityFileSignal, HealthSignal, Signal
@@ -28,30 +29,11 @@ from reviewkit.watchdog.simulate import AFTER_STOP, SimulationResult, TimelineRo
 from reviewkit.watchdog.state import StateLock, WatchdogState, load_state
 from reviewkit.watchdog.trace import TraceEnded, TraceReader
 
-LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 #: How long a ``--once`` run waits for the state file's lock before skipping its check.
 ONCE_LOCK_WAIT = 60.0
 #: The longest sleep between two NVML polls inside one check interval.
 POLL_SECONDS = 5.0
 COMMANDS = ("start", "stop", "status")
-
-
-def setup_logging(log_file: str | None = None) -> logging.Logger:
-    """The watchdog's own logger in the seed's format (the SDK touches the root logger)."""
-    log = logging.getLogger("reviewkit.watchdog")
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-    formatter = logging.Formatter(LOG_FORMAT, DATE_FORMAT)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        log.addHandler(handler)
-    return log
 
 
 def _signals(args: argparse.Namespace, client: Any) -> list[Signal]:

@@ -19,75 +19,33 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
-import os
 import time
 from typing import Any, Callable, Sequence
 
-from reviewkit.watchdog.options import _POD_ID, Parser
+from reviewkit.watchdog.logs import setup_logging
+from reviewkit.watchdog.options import Parser, add_options, apply, require_credentials
+from reviewkit.watchdog.optiontable import COMMAND_OPTIONS
 from reviewkit.watchdog.policy import backoff_delay
+
+DESCRIPTIONS = {
+    "start": "Resume a stopped pod (runpod.resume_pod), with retries.",
+    "stop": "Stop a running pod (runpod.stop_pod), with retries.",
+    "status": "The pod's status and price, and the idle watchdog's state.",
+}
 
 
 def build_parser(command: str) -> Parser:
-    p = Parser(
-        prog=f"watchdog.py {command}",
-        description={
-            "start": "Resume a stopped pod (runpod.resume_pod), with retries.",
-            "stop": "Stop a running pod (runpod.stop_pod), with retries.",
-            "status": "The pod's status and price, and the idle watchdog's state.",
-        }[command],
-    )
-    a = p.add_argument
-    a("--api-key", help="RunPod API key (env RUNPOD_API_KEY); never logged")
-    a("--pod-id", help="the pod (env RUNPOD_POD_ID)")
-    a("--api-timeout", metavar="SECONDS", default="30", help="deadline for one API call (30)")
-    if command != "status":
-        a("--attempts", metavar="N", default="5", help="API attempts before giving up (5)")
-        a("--retry-delay", metavar="SECONDS", default="10", help="first delay between attempts, doubling (10)")
-        a("--dry-run", action="store_true", help="say what would be done; only the status query is sent")
-    if command == "start":
-        a("--gpu-count", metavar="N", help="GPUs to resume with (default: the pod's own count)")
-    if command == "status":
-        a("--state-file", help="the watchdog's state file (env WATCHDOG_STATE_FILE)")
-    a("--log-file", help="also append the log to this file")
-    return p
-
-
-def _number(
-    parser: Parser,
-    args: argparse.Namespace,
-    dest: str,
-    kind: Callable[[str], Any],
-    ok: Callable[[Any], bool],
-    rule: str,
-) -> None:
-    raw = getattr(args, dest, None)
-    if raw is None:
-        return
-    try:
-        value = kind(str(raw).strip())
-    except ValueError:
-        value = None
-    if value is None or not math.isfinite(value) or not ok(value):
-        parser.error(f"argument --{dest.replace('_', '-')}: invalid value {raw!r}: must be {rule}")
-    setattr(args, dest, value)
+    parser = Parser(prog=f"watchdog.py {command}", description=DESCRIPTIONS[command])
+    add_options(parser, COMMAND_OPTIONS[command])
+    return parser
 
 
 def resolve(command: str, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv`` and the environment for ``command`` (exit 2 if invalid)."""
     parser = build_parser(command)
     args = parser.parse_strict(argv)
-    args.api_key = args.api_key or os.environ.get("RUNPOD_API_KEY") or None
-    args.pod_id = args.pod_id or os.environ.get("RUNPOD_POD_ID") or None
-    if not args.api_key:
-        parser.error("argument --api-key: missing RunPod API key (pass --api-key or set RUNPOD_API_KEY)")
-    if not args.pod_id:
-        parser.error("argument --pod-id: missing pod id (pass --pod-id or set RUNPOD_POD_ID)")
-    if not _POD_ID.match(args.pod_id):
-        parser.error(f"argument --pod-id: invalid pod id {args.pod_id!r} (letters, digits, - and _ only)")
-    _number(parser, args, "api_timeout", float, lambda v: v > 0, "a number of seconds above 0")
-    _number(parser, args, "attempts", int, lambda v: v >= 1, "a whole number, at least 1")
-    _number(parser, args, "retry_delay", float, lambda v: v >= 0, "a number of seconds, at least 0")
-    _number(parser, args, "gpu_count", int, lambda v: v >= 1, "a whole number of GPUs, at least 1")
+    apply(parser, args, COMMAND_OPTIONS[command])
+    require_credentials(parser, args)
     return args
 
 
@@ -110,8 +68,6 @@ def _retry(what: str, fn: Callable[[], Any], args: argparse.Namespace, log: logg
 
 def run_command(command: str, argv: Sequence[str]) -> int:
     """Run ``start``, ``stop`` or ``status``; returns the exit status."""
-    from reviewkit.watchdog.cli import setup_logging
-
     try:
         args = resolve(command, argv)
     except SystemExit as exc:

@@ -7,7 +7,9 @@ directory (``$JUPYTER_RUNTIME_DIR``, else ``$JUPYTER_DATA_DIR/runtime``, else
 (new port, new token) is picked up. ``--jupyter-url`` watches one given server.
 
 Only kernels count: a kernel that is busy (any work: GPU, pandas, pip, a download)
-or that has executed or printed since the previous check. Terminals do not: a
+or that has executed or printed since the previous check. A kernel "starting" since
+an unknown time (no readable ``last_activity``) is unknown, not busy (see
+:meth:`JupyterSignal._status`). Terminals do not: a
 ``tail -f`` of the watchdog's own log in a JupyterLab tab prints forever and would
 keep the pod up forever. The polls themselves (``/api/status``,
 ``/api/kernels?no_track_activity=1``) do not count as activity in jupyter_server.
@@ -50,6 +52,11 @@ class JupyterServer:
     url: str
     token: str | None
     source: str  # the runtime file, or "--jupyter-url"
+
+
+def _short(kernel: dict[str, Any]) -> str:
+    """A kernel's id as the logs show it (its first 8 characters, as JupyterLab does)."""
+    return str(kernel.get("id", "?"))[:8]
 
 
 def _alive(pid: Any) -> bool:
@@ -104,7 +111,7 @@ class JupyterSignal:
             if url
             else "the watchdog must run as the user that runs Jupyter (it reads the servers' "
             "jpserver-*.json files), or pass --jupyter-url and --jupyter-token"
-        )
+        ) + '; shut down a kernel stuck in "starting"'
 
     def servers(self) -> list[JupyterServer]:
         if self.url:
@@ -112,22 +119,27 @@ class JupyterSignal:
         return discover(self.directory)
 
     @staticmethod
-    def _busy(kernel: dict[str, Any], now: float) -> bool:
-        """Busy, or starting for less than STARTING_GRACE seconds.
+    def _status(kernel: dict[str, Any], now: float) -> tuple[str, str]:
+        """A kernel's own verdict (busy, idle or unknown) and, when unknown, why.
 
         The server reports "starting" until it sees the kernel's first status
-        message; a kernel nobody ever connected to can stay "starting" forever,
-        which must not keep the pod up forever.
+        message, and a kernel nobody ever connected to can stay "starting" forever,
+        which must not keep the pod up forever: starting is busy for STARTING_GRACE
+        seconds after the kernel's ``last_activity``, then idle. Without a readable
+        ``last_activity`` (jupyter_server always sends one; other servers may not)
+        nobody can tell how long it has been starting: unknown, so the monitor drops
+        it after ``--unknown-grace`` like any other signal that cannot be read.
         """
         state = kernel.get("execution_state")
         if state == "busy":
-            return True
+            return BUSY, ""
         if state != "starting":
-            return False
+            return IDLE, ""
         try:
-            return now - read_time(kernel.get("last_activity"), now) < JupyterSignal.STARTING_GRACE
-        except (TypeError, ValueError):
-            return True
+            started = read_time(kernel.get("last_activity"), now)
+        except (TypeError, ValueError) as exc:
+            return UNKNOWN, f'kernel {_short(kernel)} is "starting" since an unknown time (last_activity: {exc})'
+        return (BUSY if now - started < JupyterSignal.STARTING_GRACE else IDLE), ""
 
     def _kernels(self, server: JupyterServer) -> list[dict[str, Any]]:
         headers = {"Authorization": f"token {server.token}"} if server.token else {}
@@ -150,9 +162,10 @@ class JupyterSignal:
                 kernels += self._kernels(server)
             except SignalError as exc:
                 errors.append(str(exc))
-        busy = [k for k in kernels if self._busy(k, now)]
+        verdicts = [(kernel, *self._status(kernel, now)) for kernel in kernels]
+        busy = [k for k, status, _ in verdicts if status == BUSY]
         if busy:
-            names = ", ".join(str(k.get("id", "?"))[:8] for k in busy)
+            names = ", ".join(_short(k) for k in busy)
             return Reading(self.name, BUSY, f"{len(busy)} kernel(s) busy ({names})")
         latest = None
         for kernel in kernels:
@@ -163,6 +176,10 @@ class JupyterSignal:
             latest = stamp if latest is None else max(latest, stamp)
         if latest is not None and latest > since:
             return Reading(self.name, BUSY, f"kernel activity {ago(latest, now)}")
+        stuck = [(k, why) for k, status, why in verdicts if status == UNKNOWN]
+        if stuck:  # each stuck kernel on its own unknown-grace clock, the servers' errors on the signal's
+            parts = ((self.name,) if errors else ()) + tuple(f"{self.name} kernel {_short(k)}" for k, _ in stuck)
+            return Reading(self.name, UNKNOWN, "; ".join(errors + [why for _, why in stuck]), parts=parts)
         if errors:
             return Reading(self.name, UNKNOWN, "; ".join(errors))
         last = f", last activity {ago(latest, now)}" if latest is not None else ""

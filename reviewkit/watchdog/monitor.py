@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from reviewkit.watchdog.action import ApiError, RunPodClient
+from reviewkit.watchdog.optiontable import UNKNOWN_GRACE
 from reviewkit.watchdog.peak import PeakHours, policy_at
 from reviewkit.watchdog.policy import Decision, IdlePolicy, Step, backoff_delay, combine, step
 from reviewkit.watchdog.signals import BUSY, IDLE, UNKNOWN, Reading, Signal, format_percentages
@@ -27,8 +28,6 @@ from reviewkit.watchdog.trace import TraceEnded, TraceReader
 
 #: A pod-status answer younger than this is reused (extrapolated) for the uptime.
 STATUS_MAX_AGE = 300.0
-#: Default of ``--unknown-grace``: how long a signal may stay unknown before it is dropped.
-UNKNOWN_GRACE = 1800.0
 
 # What happened to the pod at a check.
 STOPPED = "stopped"

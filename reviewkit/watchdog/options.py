@@ -1,36 +1,34 @@
-"""Options of the idle watchdog: flags, environment, presets, validation.
+"""The command line of the idle watchdog: parsing and validating :mod:`.optiontable`'s options.
 
 Every setting resolves flag > environment variable > ``--preset`` > the seed's
 default, and is validated here so a typo exits with status 2 naming the option
-instead of surfacing as a watchdog that never stops the pod. No abbreviations are
-accepted (``--api=KEY`` is not ``--api-key``), and no error message echoes a secret:
-the API key, the Jupyter token and the value of any unknown ``--option=value`` are
-replaced by ``***``. ``--action terminate`` (which deletes the pod's volume) is only
-taken from the command line, never from the environment alone.
+(and the variable, when the value came from the environment) instead of surfacing
+as a watchdog that never stops the pod. No abbreviations are accepted (``--api=KEY``
+is not ``--api-key``), and no error message echoes a secret: the API key, the
+Jupyter token and the value of any unknown ``--option=value`` are replaced by
+``***``. ``--action terminate`` (which deletes the pod's volume) is only taken from
+the command line, never from the environment alone. What each option is (flag,
+variable, default, help, valid values) is defined once, in :mod:`.optiontable`;
+what depends on several options (peak hours, a trace, credentials) is checked here.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
-import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Sequence
 
-from reviewkit.watchdog.monitor import UNKNOWN_GRACE
-from reviewkit.watchdog.peak import OFF, PeakHours, load_zone, parse_window
-from reviewkit.watchdog.policy import PRESETS
+from reviewkit.watchdog.optiontable import API_KEY, OPTIONS, POD_ID, PRESET, PRESETS, Option
+from reviewkit.watchdog.peak import PeakHours, load_zone, parse_window
 from reviewkit.watchdog.state import default_state_path
 from reviewkit.watchdog.trace import TraceFormatError, TraceReader
 
-_POD_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 #: Options whose values are secrets (never echoed).
-SECRET_OPTIONS = ("--api-key", "--jupyter-token")
-SECRET_ENV = ("RUNPOD_API_KEY", "JUPYTER_TOKEN")
+SECRET_OPTIONS = tuple(o.flag for o in OPTIONS if o.secret)
+SECRET_ENV = tuple(o.env for o in OPTIONS if o.secret and o.env)
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,210 +69,121 @@ def secret_values(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[
     return [s for s in found if len(s) >= 4]
 
 
-def _positive(v: float) -> bool:
-    return v > 0
+def add_options(parser: argparse.ArgumentParser, options: Iterable[Option]) -> None:
+    """Declare ``options`` on ``parser`` (values stay strings: :func:`apply` checks them)."""
+    for o in options:
+        if o.switch:
+            parser.add_argument(o.flag, action="store_true", help=o.help_text())
+        else:
+            parser.add_argument(o.flag, metavar=o.metavar, help=o.help_text())
 
 
-@dataclass(frozen=True)
-class _Number:
-    dest: str
-    flag: str
-    env: str
-    kind: Callable[[Any], Any]
-    ok: Callable[[Any], bool]
-    rule: str
+def _env(name: str | None) -> str | None:
+    value = os.environ.get(name) if name else None
+    return value if value not in (None, "") else None  # empty means unset
 
 
-_NUMBERS = (
-    _Number(
-        "idle_threshold",
-        "--idle-threshold",
-        "IDLE_THRESHOLD",
-        float,
-        lambda v: 0 < v <= 100,
-        "a percentage above 0 and at most 100",
-    ),
-    _Number("check_interval", "--check-interval", "CHECK_INTERVAL", float, _positive, "a number of seconds above 0"),
-    _Number("idle_limit", "--idle-limit", "IDLE_LIMIT", int, lambda v: v >= 1, "a whole number of checks, at least 1"),
-    _Number("min_runtime", "--min-runtime", "MIN_RUNTIME", float, lambda v: v >= 0, "a number of seconds, at least 0"),
-    _Number("api_timeout", "--api-timeout", "RUNPOD_API_TIMEOUT", float, _positive, "a number of seconds above 0"),
-    _Number(
-        "unknown_grace",
-        "--unknown-grace",
-        "WATCHDOG_UNKNOWN_GRACE",
-        float,
-        lambda v: v >= 0,
-        "a number of seconds, at least 0",
-    ),
-)
+def apply(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    options: Iterable[Option],
+    defaults: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """Set each option's value on ``args``: flag > environment > ``defaults`` > its default.
+
+    Exits 2 (``parser.error``) naming the flag, or the variable and the flag, of the
+    first invalid value. Returns where each given value came from (``"flag"`` or
+    ``"env"``) by ``dest``; options left at a default are absent.
+    """
+    origins: dict[str, str] = {}
+    for o in options:
+        if o.switch:
+            continue
+        flag, env = getattr(args, o.dest), _env(o.env)
+        if flag is None and env is None:
+            setattr(args, o.dest, (defaults or {}).get(o.dest, o.default))
+            continue
+        raw, where = (flag, "flag") if flag is not None else (env, "env")
+        origin = f"argument {o.flag}" if where == "flag" else f"{o.env} (for {o.flag})"
+        if where == "env" and o.env_refused is not None and raw == o.env_refused[0]:
+            parser.error(
+                f"{o.env}={raw} is refused: {o.env_refused[1]}, "
+                f"so it must be given on the command line ({o.flag} {raw})"
+            )
+        try:
+            setattr(args, o.dest, o.parse(raw))
+        except ValueError as exc:
+            parser.error(f"{origin}: {exc}")
+        origins[o.dest] = where
+    return origins
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
+def require_credentials(parser: argparse.ArgumentParser, args: argparse.Namespace, hint: str = "") -> None:
+    """Exit 2 when the API key or the pod id is missing (``hint`` ends the message)."""
+    for option, what in ((API_KEY, "RunPod API key"), (POD_ID, "pod id")):
+        if not getattr(args, option.dest):
+            parser.error(f"argument {option.flag}: missing {what} (pass {option.flag} or set {option.env}{hint})")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
         prog="watchdog.py",
         description="Stop (or terminate) a RunPod pod once its GPUs, Jupyter kernels and "
         "reviewkit runs have been idle for IDLE_LIMIT consecutive checks. "
         "Subcommands for cron: watchdog.py start|stop|status --pod-id ID (see start --help).",
     )
-    a = p.add_argument
-    a("--api-key", help="RunPod API key (env RUNPOD_API_KEY); never logged")
-    a("--pod-id", help="pod to stop (env RUNPOD_POD_ID, set by RunPod inside every pod)")
-    a("--preset", help="seed preset: " + ", ".join(PRESETS) + " (env WATCHDOG_PRESET; default: default)")
-    a("--idle-threshold", metavar="PERCENT", help="GPU utilisation below this is idle (env IDLE_THRESHOLD; 5)")
-    a("--check-interval", metavar="SECONDS", help="seconds between checks, fractions allowed (env CHECK_INTERVAL; 60)")
-    a("--idle-limit", metavar="N", help="consecutive idle checks before stopping (env IDLE_LIMIT; 5)")
-    a("--min-runtime", metavar="SECONDS", help="never stop a pod younger than this (env MIN_RUNTIME; 600)")
-    a("--action", help="stop (default; disk kept) or terminate (pod and volume deleted; command line only)")
-    a(
-        "--source",
-        help="GPU utilisation from nvml (default), runpod (API, for a separate server) or none (env WATCHDOG_SOURCE)",
-    )
-    a(
-        "--jupyter-url",
-        help="watch this Jupyter Server (env JUPYTER_URL); default: every server found "
-        "in Jupyter's runtime directory (jpserver-*.json)",
-    )
-    a("--jupyter-token", help="Jupyter token (env JUPYTER_TOKEN); never logged")
-    a("--health-url", help="health endpoint answering JSON busy/last_activity (env HEALTH_URL)")
-    a("--activity-file", help="reviewkit activity file (env REVIEWKIT_ACTIVITY_FILE; ~/.cache/reviewkit/activity.json)")
-    a("--state-file", help="state file (env WATCHDOG_STATE_FILE; ~/.cache/reviewkit/watchdog-state.json)")
-    a("--api-timeout", metavar="SECONDS", help="deadline for one RunPod API call (env RUNPOD_API_TIMEOUT; 30)")
-    a(
-        "--unknown-grace",
-        metavar="SECONDS",
-        help="a signal unknown this long is dropped from the vote with an ERROR (env WATCHDOG_UNKNOWN_GRACE; 1800)",
-    )
-    a(
-        "--peak-hours",
-        metavar="HH:MM-HH:MM",
-        help="daily window with another preset, e.g. 09:00-18:00 (env WATCHDOG_PEAK_HOURS)",
-    )
-    a(
-        "--peak-preset",
-        help="preset during peak hours: " + ", ".join(PRESETS) + " or off (no stopping); "
-        "env WATCHDOG_PEAK_PRESET; default conservative",
-    )
-    a("--timezone", help="IANA time zone of --peak-hours, e.g. Asia/Seoul (env WATCHDOG_TIMEZONE; local time)")
-    a("--log-file", help="also append the log to this file")
-    a("--once", action="store_true", help="one check, then exit (for cron); state in --state-file")
-    a("--dry-run", action="store_true", help="log what would be done; never call the RunPod API")
-    a("--utilization-trace", metavar="CSV", help="replay this trace instead of NVML (one row per check)")
-    a("--simulate", action="store_true", help="with a trace: trace time, no sleeping, a summary; implies --dry-run")
-    return p
-
-
-def _env(name: str) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else None
-
-
-def _pick(args: argparse.Namespace, dest: str, env: str, default: Any = None) -> Any:
-    flag = getattr(args, dest)
-    if flag is not None:
-        return flag
-    value = _env(env)
-    return value if value is not None else default
+    add_options(parser, OPTIONS)
+    return parser
 
 
 def resolve(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse ``argv`` and the environment into a validated namespace (exit 2 if invalid)."""
     parser = build_parser()
     args = parser.parse_strict(argv)
-    err = parser.error
     if args.simulate:
         args.dry_run = True  # a replay shows what would happen; it never stops the pod
-    preset = _pick(args, "preset", "WATCHDOG_PRESET", "default")
-    if preset not in PRESETS:
-        err(f"argument --preset: invalid choice {preset!r} (choose from {', '.join(PRESETS)})")
-    args.preset = preset
-    base = dict(PRESETS[preset], api_timeout=30.0, unknown_grace=UNKNOWN_GRACE)
-    for n in _NUMBERS:
-        flag, env = getattr(args, n.dest), _env(n.env)
-        raw, origin = (flag, f"argument {n.flag}") if flag is not None else (env, f"{n.env} (for {n.flag})")
-        if raw is None:
-            setattr(args, n.dest, n.kind(base[n.dest]))
-            continue
-        try:
-            value = n.kind(raw.strip())
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value) or not n.ok(value):
-            err(f"{origin}: invalid value {raw!r}: must be {n.rule}")
-        setattr(args, n.dest, value)
-    from_flag = args.action is not None
-    args.action = _pick(args, "action", "WATCHDOG_ACTION", "stop")
-    if args.action not in ("stop", "terminate"):
-        err(f"argument --action: invalid choice {args.action!r} (choose from stop, terminate)")
-    if args.action == "terminate" and not from_flag:
-        err(
-            "WATCHDOG_ACTION=terminate is refused: terminate deletes the pod and its volume, "
-            "so it must be given on the command line (--action terminate)"
-        )
-    args.source = _pick(args, "source", "WATCHDOG_SOURCE", "nvml")
-    if args.source not in ("nvml", "runpod", "none"):
-        err(f"argument --source: invalid choice {args.source!r} (choose from nvml, runpod, none)")
-    args.api_key = _pick(args, "api_key", "RUNPOD_API_KEY")
-    args.pod_id = _pick(args, "pod_id", "RUNPOD_POD_ID")
-    args.jupyter_url = _pick(args, "jupyter_url", "JUPYTER_URL")
-    args.jupyter_token = _pick(args, "jupyter_token", "JUPYTER_TOKEN")
-    args.health_url = _pick(args, "health_url", "HEALTH_URL")
-    explicit_activity = args.activity_file is not None
-    args.activity_file = _pick(args, "activity_file", "REVIEWKIT_ACTIVITY_FILE")
-    args.use_activity = explicit_activity or not args.simulate
+    given = apply(parser, args, [PRESET])
+    given |= apply(parser, args, [o for o in OPTIONS if o is not PRESET], dict(PRESETS[args.preset]))
+    args.use_activity = given.get("activity_file") == "flag" or not args.simulate
     args.use_jupyter = args.jupyter_url is not None or not args.simulate
-    args.peak = _peak(args, err)
-    args.state_file = Path(_pick(args, "state_file", "WATCHDOG_STATE_FILE") or default_state_path()).expanduser()
-    for opt, url in (("--jupyter-url", args.jupyter_url), ("--health-url", args.health_url)):
-        if url is not None and not re.match(r"^https?://[^/\s]+", url):
-            err(f"argument {opt}: invalid URL {url!r} (expected http://host:port...)")
-    if args.pod_id is not None and not _POD_ID.match(args.pod_id):
-        err(f"argument --pod-id: invalid pod id {args.pod_id!r} (letters, digits, - and _ only)")
+    args.state_file = Path(args.state_file or default_state_path()).expanduser()
+    args.peak = _peak(args, given, parser.error)
+    _check_combinations(args, parser)
+    args.trace = None
+    if args.utilization_trace:
+        try:
+            args.trace = TraceReader(args.utilization_trace)
+        except TraceFormatError as exc:
+            parser.error(f"argument --utilization-trace: {exc}")
+    return args
+
+
+def _check_combinations(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    err = parser.error
     if args.simulate and not args.utilization_trace:
         err("argument --simulate: needs --utilization-trace FILE")
     if args.utilization_trace and args.source == "runpod":
         err("argument --utilization-trace: cannot be combined with --source runpod")
     if args.peak is not None and args.simulate:
         err("argument --peak-hours: cannot be combined with --simulate (a trace has no time of day)")
-    needs_api = not args.dry_run or args.source == "runpod"
-    if needs_api and not args.api_key:
-        err(
-            "argument --api-key: missing RunPod API key (pass --api-key or set RUNPOD_API_KEY"
-            + (")" if args.dry_run else ", or use --dry-run)")
-        )
-    if needs_api and not args.pod_id:
-        err(
-            "argument --pod-id: missing pod id (pass --pod-id or set RUNPOD_POD_ID"
-            + (")" if args.dry_run else ", or use --dry-run)")
-        )
-    if needs_api and importlib.util.find_spec("runpod") is None:
+    if args.dry_run and args.source != "runpod":
+        return  # no API call at all
+    require_credentials(parser, args, "" if args.dry_run else ", or use --dry-run")
+    if importlib.util.find_spec("runpod") is None:
         err("the runpod SDK is not installed (pip install runpod); use --dry-run to watch without it")
-    if args.utilization_trace:
-        try:
-            args.trace = TraceReader(args.utilization_trace)
-        except TraceFormatError as exc:
-            err(f"argument --utilization-trace: {exc}")
-    else:
-        args.trace = None
-    return args
 
 
-def _peak(args: argparse.Namespace, err: Callable[[str], NoReturn]) -> PeakHours | None:
-    window = _pick(args, "peak_hours", "WATCHDOG_PEAK_HOURS")
-    preset = _pick(args, "peak_preset", "WATCHDOG_PEAK_PRESET")
-    zone_name = _pick(args, "timezone", "WATCHDOG_TIMEZONE")
-    if window is None:
-        if args.peak_preset is not None or args.timezone is not None:
+def _peak(args: argparse.Namespace, given: dict[str, str], err: Callable[[str], NoReturn]) -> PeakHours | None:
+    if args.peak_hours is None:
+        if given.get("peak_preset") == "flag" or given.get("timezone") == "flag":
             err("argument --peak-preset/--timezone: needs --peak-hours HH:MM-HH:MM")
         return None
     try:
-        start, end = parse_window(window)
+        start, end = parse_window(args.peak_hours)
     except ValueError as exc:
         err(f"argument --peak-hours: {exc}")
-    preset = preset or "conservative"
-    if preset != OFF and preset not in PRESETS:
-        err(f"argument --peak-preset: invalid choice {preset!r} (choose from {', '.join(PRESETS)}, off)")
     try:
-        zone = load_zone(zone_name)
+        zone = load_zone(args.timezone)
     except ValueError as exc:
         err(f"argument --timezone: {exc}")
-    return PeakHours(start, end, preset, zone, zone_name or "local time")
+    return PeakHours(start, end, args.peak_preset, zone, args.timezone or "local time")

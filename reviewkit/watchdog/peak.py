@@ -12,13 +12,13 @@ always the watchdog's own.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from reviewkit.watchdog.policy import PRESETS, IdlePolicy
+from reviewkit.watchdog.optiontable import OFF
+from reviewkit.watchdog.policy import IdlePolicy
 
-OFF = "off"
 _HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
 
@@ -69,13 +69,7 @@ class PeakHours:
         """The policy in force during peak hours (None: no stopping)."""
         if self.preset == OFF:
             return None
-        values = PRESETS[self.preset]
-        return IdlePolicy(
-            float(values["idle_threshold"]),
-            base.check_interval,
-            int(values["idle_limit"]),
-            float(values["min_runtime"]),
-        )
+        return replace(IdlePolicy.preset(self.preset), check_interval=base.check_interval)
 
 
 def policy_at(base: IdlePolicy, peak: PeakHours | None, epoch: float) -> tuple[IdlePolicy, bool, bool]:

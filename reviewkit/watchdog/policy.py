@@ -20,8 +20,9 @@ at all).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
+from reviewkit.watchdog.optiontable import PRESETS
 from reviewkit.watchdog.signals import BUSY, IDLE, STOPPED, UNKNOWN, Reading
 
 __all__ = [
@@ -35,34 +36,22 @@ __all__ = [
     "step",
 ]
 
-#: The seed's presets (``CHECK_INTERVAL`` is 60 s in all of them).
-PRESETS: Mapping[str, Mapping[str, float]] = {
-    "aggressive": {"idle_threshold": 5.0, "check_interval": 60.0, "idle_limit": 3, "min_runtime": 300.0},
-    "default": {"idle_threshold": 5.0, "check_interval": 60.0, "idle_limit": 5, "min_runtime": 600.0},
-    "conservative": {"idle_threshold": 3.0, "check_interval": 60.0, "idle_limit": 10, "min_runtime": 1800.0},
-}
 DEFAULTS = PRESETS["default"]
 
 
 @dataclass(frozen=True)
 class IdlePolicy:
-    """Thresholds of one watchdog run (units: percent, seconds, checks)."""
+    """Thresholds of one watchdog run (units: percent, seconds, checks); defaults: the seed's."""
 
-    idle_threshold: float = 5.0
-    check_interval: float = 60.0
-    idle_limit: int = 5
-    min_runtime: float = 600.0
+    idle_threshold: float = DEFAULTS["idle_threshold"]
+    check_interval: float = DEFAULTS["check_interval"]
+    idle_limit: int = int(DEFAULTS["idle_limit"])
+    min_runtime: float = DEFAULTS["min_runtime"]
 
     @classmethod
     def preset(cls, name: str) -> IdlePolicy:
         """The seed's named preset (``aggressive``, ``default``, ``conservative``)."""
-        values = PRESETS[name]
-        return cls(
-            idle_threshold=float(values["idle_threshold"]),
-            check_interval=float(values["check_interval"]),
-            idle_limit=int(values["idle_limit"]),
-            min_runtime=float(values["min_runtime"]),
-        )
+        return cls(**PRESETS[name])
 
 
 class Decision:

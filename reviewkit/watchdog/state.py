@@ -16,15 +16,15 @@ the previous one wrote; no double stop) and a second loop on the same pod exits.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
+
+from reviewkit.atomicfile import write_json
 
 VERSION = 1
 #: A state whose last check is older than this (and older than 10 checks) belongs
@@ -122,20 +122,8 @@ def load_state(
 
 
 def save_state(path: str | os.PathLike[str], state: WatchdogState) -> None:
-    """Write the state atomically (same-directory temporary file, then rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".watchdog-", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(state.to_json(), handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write the state atomically and durably (:func:`reviewkit.atomicfile.write_json`)."""
+    write_json(path, state.to_json(), durable=True, indent=1, sort_keys=True)
 
 
 class StateLock:

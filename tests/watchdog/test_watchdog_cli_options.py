@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -115,6 +116,11 @@ def test_invalid_flags_exit_2_naming_the_option(
         ("MIN_RUNTIME", "ten", "--min-runtime"),
         ("WATCHDOG_ACTION", "delete", "--action"),
         ("WATCHDOG_PRESET", "x", "--preset"),
+        ("WATCHDOG_SOURCE", "gpu", "--source"),
+        ("HEALTH_URL", "localhost:8000", "--health-url"),
+        ("RUNPOD_POD_ID", "a b", "--pod-id"),
+        ("WATCHDOG_UNKNOWN_GRACE", "-1", "--unknown-grace"),
+        ("WATCHDOG_PEAK_PRESET", "lazy", "--peak-preset"),
     ],
 )
 def test_invalid_env_exits_2_naming_variable_and_option(
@@ -126,6 +132,8 @@ def test_invalid_env_exits_2_naming_variable_and_option(
     assert option in err
     if env in ("IDLE_THRESHOLD", "CHECK_INTERVAL", "IDLE_LIMIT", "MIN_RUNTIME"):
         assert f"{env} (for {option}): invalid value {value!r}" in err
+    # Every option, numbers or not, names the variable its bad value came from.
+    assert re.search(rf"{env} \(for {option}\): invalid (value|choice|URL|pod id) {re.escape(repr(value))}", err), err
 
 
 def test_no_error_message_echoes_a_secret(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

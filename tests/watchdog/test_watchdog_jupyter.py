@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
 
+import pytest
 from wd_support import FakeRunPod, Jupyter, LiveLog, Runner, wait_reply
 
 from reviewkit.watchdog.jupyter import JupyterSignal, discover
@@ -144,24 +150,99 @@ def test_wrong_token_or_dead_server_is_unknown(jupyter: Jupyter) -> None:
     assert dead.status == UNKNOWN and "unreachable" in dead.detail
 
 
+def _watch_with_a_short_grace(cli: Runner, url: str, *extra: str) -> str:
+    """The log of a watchdog on ``url`` with a 1 s ``--unknown-grace``, which must end by itself."""
+    state = str(cli.tmp / "s.json")
+    proc = cli.run(*WATCH, "--jupyter-url", url, *extra, "--unknown-grace", "1", "--state-file", state, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
 def test_jupyter_403_is_dropped_after_the_unknown_grace(jupyter: Jupyter, cli: Runner) -> None:
     """A wrong token froze the idle count forever; after --unknown-grace the other signals decide."""
-    proc = cli.run(
-        *WATCH,
-        "--jupyter-url",
-        jupyter.url,
-        "--jupyter-token",
-        "wrong-token-123",
-        "--unknown-grace",
-        "1",
-        "--state-file",
-        str(cli.tmp / "s.json"),
-        timeout=30,
-    )
-    err = proc.stderr
-    assert proc.returncode == 0, err
+    err = _watch_with_a_short_grace(cli, jupyter.url, "--jupyter-token", "wrong-token-123")
     assert "WARNING - Signal unavailable (jupyter: HTTP 403" in err
     drop = err.index("ERROR - Signal jupyter unknown for")
     assert "dropped from the vote" in err[drop:] and "--jupyter-token" in err[drop:]
     assert drop < err.index("idle (1/3)") < err.index("[dry-run] would stop pod")
     assert "wrong-token-123" not in err
+
+
+@pytest.fixture
+def kernels_api() -> Iterator[dict[str, Any]]:
+    """A loopback stand-in for a Jupyter server's REST API, answering ``box["kernels"]``.
+
+    jupyter_server always sends a kernel's ``last_activity``; other servers and
+    gateways may not, and a real kernel cannot be held in "starting" without it.
+    """
+    box: dict[str, Any] = {"kernels": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            body = box["kernels"] if self.path.startswith("/api/kernels") else {"started": "2024-01-01T00:00:00Z"}
+            payload = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    box["url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    yield box
+    server.shutdown()
+    server.server_close()
+
+
+STUCK = {"id": "5tuck000-1111-2222", "name": "python3", "execution_state": "starting", "connections": 0}
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def test_a_kernel_starting_since_an_unknown_time_is_unknown_not_busy(kernels_api: dict[str, Any]) -> None:
+    signal = JupyterSignal(kernels_api["url"], timeout=2)
+    now = time.time()
+    for stuck in (STUCK, {**STUCK, "last_activity": None}, {**STUCK, "last_activity": "2024-01-01T09:00:00"}):
+        kernels_api["kernels"] = [stuck]
+        reading = signal.read(since=now - 60)
+        assert reading.status == UNKNOWN, (stuck, reading)
+        assert 'kernel 5tuck000 is "starting" since an unknown time' in reading.detail
+        assert reading.unknown_keys == ("jupyter kernel 5tuck000",)  # its own unknown-grace clock
+    # A start with a time is busy for 5 minutes, then idle (a kernel nobody connected to).
+    kernels_api["kernels"] = [{**STUCK, "last_activity": _iso(now - 10)}]
+    assert signal.read(since=now).status == BUSY
+    kernels_api["kernels"] = [{**STUCK, "last_activity": _iso(now - 3600)}]
+    assert signal.read(since=now).status == IDLE
+    # Another kernel's work still counts.
+    kernels_api["kernels"] = [STUCK, {**STUCK, "id": "b", "execution_state": "busy", "last_activity": _iso(now - 1)}]
+    assert signal.read(since=now).status == BUSY
+
+
+def test_a_stuck_kernel_and_an_unreachable_server_keep_separate_clocks(
+    kernels_api: dict[str, Any], tmp_path: Path
+) -> None:
+    """A server failing now must not inherit the grace a kernel stuck for an hour has used up."""
+    kernels_api["kernels"] = [STUCK]
+    for name, url in (("jpserver-1.json", kernels_api["url"]), ("jpserver-2.json", "http://127.0.0.1:9")):
+        (tmp_path / name).write_text(json.dumps({"url": url + "/", "token": "t", "pid": os.getpid()}))
+    reading = JupyterSignal(directory=tmp_path, timeout=1).read(since=time.time())
+    assert reading.status == UNKNOWN
+    assert reading.unknown_keys == ("jupyter", "jupyter kernel 5tuck000")
+    assert "http://127.0.0.1:9/api/status unreachable" in reading.detail and '"starting"' in reading.detail
+
+
+def test_a_kernel_stuck_starting_is_dropped_after_the_unknown_grace(kernels_api: dict[str, Any], cli: Runner) -> None:
+    """It was busy forever, so the pod was never stopped; now it freezes the count until --unknown-grace."""
+    kernels_api["kernels"] = [STUCK]
+    err = _watch_with_a_short_grace(cli, kernels_api["url"])
+    assert "jupyter=busy" not in err
+    assert 'WARNING - Signal unavailable (jupyter: kernel 5tuck000 is "starting" since an unknown time' in err
+    drop = err.index("ERROR - Signal jupyter kernel 5tuck000 unknown for")
+    assert "dropped from the vote" in err[drop:] and 'a kernel stuck in "starting"' in err[drop:]
+    assert drop < err.index("idle (1/3)") < err.index("[dry-run] would stop pod")

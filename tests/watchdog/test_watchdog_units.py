@@ -18,6 +18,7 @@ import pytest
 from wd_support import TRACES, write_trace
 
 from reviewkit import activity
+from reviewkit.atomicfile import write_json
 from reviewkit.watchdog.gpu import GpuSignal
 from reviewkit.watchdog.policy import Decision, IdlePolicy, backoff_delay, combine, step
 from reviewkit.watchdog.signals import BUSY, IDLE, UNKNOWN, ActivityFileSignal, HealthSignal, Reading, parse_time
@@ -96,6 +97,16 @@ def test_state_from_an_earlier_session_or_corrupt_is_fresh(tmp_path: Path, caplo
         caplog.clear()
 
 
+def test_a_failed_write_leaves_the_old_file(tmp_path: Path) -> None:
+    """The one atomic JSON writer (state file and activity file): all or nothing, no leftovers."""
+    path = tmp_path / "state.json"
+    save_state(path, WatchdogState(pod_id="p", idle_count=3))
+    with pytest.raises(TypeError):
+        write_json(path, {"idle_count": 4, "oops": object()})  # fails half-way through the JSON
+    assert json.loads(path.read_text())["idle_count"] == 3
+    assert os.listdir(tmp_path) == ["state.json"]
+
+
 # ----------------------------------------------------------------------------- activity
 @pytest.fixture
 def activity_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -149,12 +160,42 @@ def test_working_from_threads_and_heartbeat(activity_file: Path, monkeypatch: py
     assert activity.read_activity()["state"] == "idle"
 
 
-def test_working_survives_unwritable_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
+def test_working_survives_unwritable_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unwritable activity file never breaks the analysis: one warning, nothing left open."""
+    monkeypatch.setattr(activity, "REFRESH_SECONDS", 0.02)
+    blocker = tmp_path / "file"  # a file where the folder should be: unwritable even for root
     blocker.write_text("")
-    monkeypatch.setenv(activity.ENV_VAR, str(blocker / "activity.json"))
+    bad = blocker / "activity.json"
+    monkeypatch.setenv(activity.ENV_VAR, str(bad))
+    ran = []
+    with caplog.at_level(logging.WARNING, logger=activity.__name__):
+        with activity.working():
+            with activity.working("inner"):
+                time.sleep(0.3)  # heartbeats, each failing
+            ran.append("outer")
+        with activity.working():  # the same path again: no second warning
+            ran.append("again")
+        monkeypatch.setenv(activity.ENV_VAR, str(blocker / "other.json"))
+        with activity.working():  # another unwritable path is worth its own warning
+            ran.append("other")
+    assert ran == ["outer", "again", "other"]
+    warnings = [rec.getMessage() for rec in caplog.records if rec.name == activity.__name__]
+    assert len(warnings) == 2, warnings
+    assert f"reviewkit activity file {bad} not writable" in warnings[0]
+    assert f"reviewkit activity file {blocker / 'other.json'} not writable" in warnings[1]
+    assert os.listdir(tmp_path) == ["file"] and blocker.read_text() == ""  # no temporary file left
+    deadline = time.time() + 5
+    while any(t.name == "reviewkit-activity" for t in threading.enumerate()) and time.time() < deadline:
+        time.sleep(0.02)
+    assert not any(t.name == "reviewkit-activity" for t in threading.enumerate()), "heartbeat still running"
+    # Not left marked busy: the next block (a writable path) writes busy, then idle.
+    good = tmp_path / "good" / "activity.json"
+    monkeypatch.setenv(activity.ENV_VAR, str(good))
     with activity.working():
-        pass
+        assert activity.read_activity()["state"] == "busy"
+    assert activity.read_activity()["state"] == "idle"
 
 
 def test_activity_module_imports_only_stdlib() -> None:

@@ -361,6 +361,9 @@ class Jupyter:
         kernel_id = self.api("POST", "/api/kernels", {"name": "python3"})["id"]
         client = BlockingKernelClient(connection_file=str(self.runtime_dir / f"kernel-{kernel_id}.json"))
         client.load_connection_file()
+        # A heartbeat unanswered for 1 s (jupyter_client's default) reads as a dead kernel,
+        # which a kernel still importing on a loaded 2-core machine can miss.
+        client.hb_channel.time_to_dead = 5.0
         client.start_channels()
         client.wait_for_ready(timeout=60)
         # An executed statement's status messages move the server's view of the
