@@ -40,6 +40,9 @@ def _group(item) -> int:
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # so that `-m "not engine"` leaves out every test the session engine serves
+        if "engine" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("engine"):
+            item.add_marker(pytest.mark.engine)
     items.sort(key=_group)  # stable: file order within a group
 
 

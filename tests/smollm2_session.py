@@ -1,7 +1,8 @@
 """The second packaged model's checks: one process, one engine at a time, JSON out.
 
 Run by ``tests/test_smollm2.py`` (which asserts on the JSON) and by hand for the README's
-figures: ``python tests/smollm2_session.py --sample 500 --korean 500``. It loads
+figures: ``python tests/smollm2_session.py --part evaluation --sample 500 --korean 500
+--no-environment`` (the evaluation half: the prompts were chosen on the other one). It loads
 ``smollm2`` by name, runs everything model-agnostic on it (analyze, the accessor,
 summarize, SentimentAnalyzer, the CLI, calibration, the result cache, accuracy), then
 unloads it and loads the same converted folder through ``LLM_MODEL``, as a user would
@@ -83,17 +84,20 @@ def cli_run(reviewkit, pd, texts: list[str]) -> dict:
     return {"exit": code, "sentiments": out["sentiment"].tolist(), "scores": out["sentiment_score"].tolist()}
 
 
-def accuracy(reviewkit, np, pd, name: str, n: int, **options) -> dict:
-    from reviewkit.evaluation import Accuracy
+def accuracy(reviewkit, np, pd, name: str, n: int, part: str = "all", **options) -> dict:
+    from reviewkit.evaluation import EVALUATION, SELECTION, Accuracy, split
 
-    data = pd.read_csv(HERE / "data" / name).head(n)
+    data = pd.read_csv(HERE / "data" / name)
+    if part != "all":
+        data = dict(zip((SELECTION, EVALUATION), split(data)))[part]
+    data = data.head(n)
     _fresh(reviewkit)
     started = time.perf_counter()
     scored = reviewkit.score_texts(list(data["text"]), cache=False, progress=False, **options)
     seconds = time.perf_counter() - started
     hits = int((np.array(scored.sentiments(), dtype=object) == data["label"].to_numpy()).sum())
     low, high = Accuracy(hits, len(data)).interval
-    return {"file": name, "n": len(data), "hits": hits, "accuracy": hits / len(data), "ci95": [low, high],
+    return {"file": name, "part": part, "n": len(data), "hits": hits, "accuracy": hits / len(data), "ci95": [low, high],
             "positive_share": float((data["label"] == "positive").mean()), "seconds": seconds,
             "reviews_per_s": len(data) / seconds, "probs": scored.probs.tolist()}
 
@@ -121,15 +125,16 @@ def by_name(reviewkit, np, pd, args) -> dict:
     res["seed"] = reviewkit.SentimentAnalyzer(cache=False).analyze(SEED_REVIEWS, restaurant_id=3)
     res["cli"] = cli_run(reviewkit, pd, [t for t in CONTRACT.values() if isinstance(t, str) and t.strip()][:3])
 
-    en = accuracy(reviewkit, np, pd, "sentence_polarity_sample_en.csv", args.sample)
-    raw = accuracy(reviewkit, np, pd, "sentence_polarity_sample_en.csv", args.sample, calibrate_scores=False)
+    en = accuracy(reviewkit, np, pd, "sentence_polarity_sample_en.csv", args.sample, args.part)
+    raw = accuracy(reviewkit, np, pd, "sentence_polarity_sample_en.csv", args.sample, args.part,
+                   calibrate_scores=False)
     bias = scoring.content_free_bias(engine, built["en"])
     recalibrated = scoring.calibrate(np.array(raw["probs"]), bias)
     res["calibration"] = {"bias_en": bias.tolist(), "raw_accuracy": raw["accuracy"],
                           "calibrated_accuracy": en["accuracy"],
                           "max_diff_vs_manual": float(np.abs(recalibrated - np.array(en["probs"])).max())}
     res["english"] = en
-    res["korean"] = accuracy(reviewkit, np, pd, "nsmc_sample_ko.csv", args.korean) if args.korean else None
+    res["korean"] = accuracy(reviewkit, np, pd, "nsmc_sample_ko.csv", args.korean, args.part) if args.korean else None
 
     cache = ResultCache(Path(tempfile.mkdtemp(prefix="rk-smollm2-cache-")) / "results.sqlite3")
     texts = list(dict.fromkeys(t for t in CONTRACT.values() if isinstance(t, str) and t.strip()))
@@ -150,7 +155,7 @@ def by_environment(reviewkit, np, pd, first: dict) -> dict:
     engine = reviewkit.load()
     res = {"model_id": engine.model_id, "model_path": engine.model_path, "max_model_len": engine.max_model_len,
            "contract": contract(reviewkit, pd)}
-    en = accuracy(reviewkit, np, pd, "sentence_polarity_sample_en.csv", first["english"]["n"])
+    en = accuracy(reviewkit, np, pd, "sentence_polarity_sample_en.csv", first["english"]["n"], first["english"]["part"])
     res["english"] = {k: v for k, v in en.items()}
     cache = ResultCache(first["cache"]["path"])  # filled under the by-name model id
     res["cache_cached_under_other_id"] = reviewkit.score_texts(first["cache"]["texts"], cache=cache,
@@ -162,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=200, help="English reviews for accuracy (of 500)")
     parser.add_argument("--korean", type=int, default=100, help="Korean reviews for accuracy (0: skip)")
+    parser.add_argument("--part", choices=["all", "selection", "evaluation"], default="all",
+                        help="which half of the labelled data (reviewkit.evaluation.split); all: the first N")
     parser.add_argument("--json", type=Path, help="write the results here (else stdout)")
     parser.add_argument("--no-environment", action="store_true", help="skip the LLM_MODEL reload")
     args = parser.parse_args(argv)

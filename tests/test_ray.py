@@ -3,6 +3,8 @@ embedded engine: the same scores as in-process analyze, order kept, bad rows, re
 an interrupted run resumed, an engine killed mid-run. One cluster for the whole module;
 every analyze call starts one actor (one engine load, ~40 s), so the calls are few. The
 actors' engines run in float32, as the session's in-process reference (tests/references.py).
+The interrupt and the kill happen at a fixed point of the run: the source holds its later
+batches back until the test has acted (tests/ray_gate.py), so no test bets on timing.
 """
 
 import os
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+from ray_gate import BLOCK_ROWS, gated_source
 from references import FLOAT32, RAY_N, ray_samples, ray_with_bad_rows
 from rk_support import ROOT
 
@@ -59,8 +62,9 @@ def reference(references):
 def cluster(reference):
     import ray
 
+    # The workers import this checkout, and tests/ray_gate.py for the gated source.
     ray.init(num_cpus=2, object_store_memory=300 * 1024**2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # the actors import this checkout
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}})
     yield ray
     ray.shutdown()
 
@@ -123,6 +127,9 @@ def test_duplicate_or_missing_ids_are_refused_before_any_engine_starts(cluster, 
         rr.analyze(dup, output=tmp_path / "out", engine_options=EMBEDDED)
     with pytest.raises(ValueError, match=r"duplicate ids: 2 value"):
         rr.analyze(cluster.data.from_pandas(dup), output=tmp_path / "out", engine_options=EMBEDDED)
+    dup.to_parquet(tmp_path / "dup.parquet")  # paths are read with Ray Data, then checked the same way
+    with pytest.raises(ValueError, match=r"duplicate ids: 2 value"):
+        rr.analyze(str(tmp_path / "dup.parquet"), output=tmp_path / "out", engine_options=EMBEDDED)
     with pytest.raises(ValueError, match=r"1 row\(s\) have no 'id'"):
         rr.analyze(pd.DataFrame({"id": ["a", None], "content": ["x", "y"]}), output=tmp_path / "out")
     with pytest.raises(KeyError, match="output= needs an id column"):
@@ -135,57 +142,66 @@ def test_duplicate_or_missing_ids_are_refused_before_any_engine_starts(cluster, 
 @pytest.fixture(scope="module")
 def resumable(tmp_path_factory, cluster):
     folder = tmp_path_factory.mktemp("ray-resume")
-    ray_samples().to_parquet(folder / "reviews.parquet")
-    return folder / "reviews.parquet", folder / "scored"
+    return folder / "scored", folder
 
 
-def test_an_interrupted_run_keeps_its_finished_batches(resumable):
+def test_an_interrupted_run_keeps_its_finished_batches(cluster, resumable):
     import reviewkit.ray as rr
     from reviewkit.ray.parts import OutputFolder
 
-    source, output = resumable
-    folder = OutputFolder(output)
+    output, folder = resumable
+    parts = OutputFolder(output)
+    # Blocks 3.. never reach the actor: Ctrl-C comes after three part files, and by then
+    # nothing else can have been scored.
+    source = gated_source(cluster, ray_samples(), output, folder / "never-opened", held_from=3)
     stop = threading.Event()
-    _when(lambda: output.exists() and len(folder.part_paths()) >= 3,
-          lambda: os.kill(os.getpid(), signal.SIGINT), stop)  # Ctrl-C after three batches
+    _when(lambda: output.exists() and len(parts.part_paths()) >= 3, lambda: os.kill(os.getpid(), signal.SIGINT),
+          stop)
     try:
         with pytest.raises(KeyboardInterrupt):
-            rr.analyze(str(source), engine_options=EMBEDDED, batch_size=20, output=output)
+            rr.analyze(source, engine_options=EMBEDDED, batch_size=BLOCK_ROWS, output=output)
     finally:
         stop.set()
-    written = folder.written_ids("id").to_pylist()  # refuses a folder with an id twice
-    assert 60 <= len(written) < RAY_N and len(folder.part_paths()) == len(written) // 20
+    written = parts.written_ids("id").to_pylist()  # refuses a folder with an id twice
+    assert len(written) == 3 * BLOCK_ROWS and len(parts.part_paths()) == 3
+    assert set(written) == set(ray_samples()["id"][:3 * BLOCK_ROWS])
     assert rr.last_run().interrupted
+    assert not (output / "_lease.json").exists()  # an interrupted run gives the folder back
     _wait_for_no_engine()
 
 
-def test_a_rerun_resumes_and_survives_its_engine_being_killed(resumable, reference):
+def test_a_rerun_resumes_and_survives_its_engine_being_killed(cluster, resumable, reference):
     import reviewkit.ray as rr
     from reviewkit.ray.parts import OutputFolder
 
-    source, output = resumable
-    folder = OutputFolder(output)
-    written = folder.written_ids("id") if output.exists() else None
+    output, folder = resumable
+    parts = OutputFolder(output)
+    written = parts.written_ids("id") if output.exists() else None
     before = 0 if written is None else len(written)
-    parts_before = len(folder.part_paths()) if output.exists() else 0
+    assert before == 3 * BLOCK_ROWS, "needs the interrupted run of the test before"
+    gate = folder / "opened-after-the-kill"
     killed = []
 
-    def kill_engine():
+    def kill_engine():  # the engine dies between two batches; the held ones come after it
         for proc in _engine_processes():
             proc.send_signal(signal.SIGKILL)
             killed.append(proc.pid)
+        gate.touch()
 
+    # Blocks 3 and 4 are scored, then the engine is killed, then blocks 5.. arrive.
+    source = gated_source(cluster, ray_samples(), output, gate, held_from=5)
     stop = threading.Event()
-    _when(lambda: len(folder.part_paths()) >= parts_before + 2 and _engine_processes(), kill_engine, stop)
+    _when(lambda: len(parts.part_paths()) >= 5 and _engine_processes(), kill_engine, stop)
     try:
-        run = rr.analyze(str(source), engine_options=EMBEDDED, batch_size=20, output=output)
+        run = rr.analyze(source, engine_options=EMBEDDED, batch_size=BLOCK_ROWS, output=output)
     finally:
         stop.set()
+        gate.touch()
 
     assert killed, "the engine was never killed"
     assert (run.rows, run.skipped, run.scored) == (RAY_N, before, RAY_N - before)
     assert run.restarts >= 1 and run.actors == 1 and not run.interrupted
-    stored = folder.read().to_pandas()
+    stored = parts.read().to_pandas()
     assert stored["id"].is_unique and sorted(stored["id"]) == sorted(ray_samples()["id"])
     assert stored["error"].isna().all() and stored["sentiment"].notna().all()
     want = reference.set_index("id").loc[stored["id"], "sentiment_score"].to_numpy()

@@ -83,6 +83,38 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         folder.check_settings({**settings, "labels": ["positive", "negative", "neutral"]})
 
 
+def test_a_folder_refuses_scores_of_another_model(tmp_path):
+    folder = OutputFolder(tmp_path)
+    folder.claim_model("embedded:gemma-3-270m-it")  # the first run's engines record theirs
+    folder.claim_model("embedded:gemma-3-270m-it")  # a resume on the same model goes on
+    with pytest.raises(ValueError, match=r"holds scores of the model 'embedded:gemma-3-270m-it'.*loaded "
+                                         r"'Qwen/Qwen2.5-7B-Instruct'"):
+        folder.claim_model("Qwen/Qwen2.5-7B-Instruct")
+
+
+def test_one_run_at_a_time_holds_the_folder(tmp_path, monkeypatch):
+    from reviewkit.ray import parts
+
+    first, second = OutputFolder(tmp_path), OutputFolder(str(tmp_path))
+    first.acquire("run-a")
+    first.acquire("run-a")  # the holder may refresh it
+    with pytest.raises(parts.FolderBusy, match=r"in use by another run \(run run-a on .*pid \d+"):
+        second.acquire("run-b")
+    # run-a's own half-written file is kept while it runs; another run's leftover is not
+    first.write_part(pa.table({"id": [1]}), [1], "run-a")
+    (tmp_path / ".part-x.parquet.tmp-run-a-123").write_bytes(b"run-a writing")
+    (tmp_path / ".part-y.parquet.tmp-run-old-456").write_bytes(b"left by a killed run")
+    assert first.remove_temporary(keep_run="run-a") == 1
+    assert (tmp_path / ".part-x.parquet.tmp-run-a-123").exists()
+    first.release("run-a")
+    second.acquire("run-b")  # released: the next run takes it
+    # a lease nobody refreshes any more (a killed driver) is taken over after LEASE_SECONDS
+    later = parts.time.time() + parts.LEASE_SECONDS + 1
+    monkeypatch.setattr(parts.time, "time", lambda: later)
+    first.acquire("run-c")
+    assert first._read_json(parts.LEASE_FILE)["run"] == "run-c"
+
+
 def test_drop_written_keeps_only_new_ids_whatever_the_integer_width():
     batch = pa.table({"id": pa.array([1, 2, 3, 4], type=pa.int32()), "content": list("abcd")})
     kept = drop_written(batch, "id", pa.array([2, 4], type=pa.int64()))

@@ -74,13 +74,15 @@ class ReviewScorer:
 
     def __init__(self, *, engine_options: dict[str, Any], labels: tuple[str, ...], text: str,
                  id_column: str | None, mode: str, output: Any = None, cache: bool = False,
-                 figures: Any = None) -> None:
+                 figures: Any = None, run: str = "") -> None:
         import ray
 
         started = time.perf_counter()
         self.engine = load(**engine_options)
         self.labels, self.text, self.id_column, self.mode = labels, text, id_column, mode
-        self.output, self.cache, self.figures = output, cache, figures
+        self.output, self.cache, self.figures, self.run = output, cache, figures, run
+        if output is not None:  # refuse to mix two models' scores in one folder
+            output.claim_model(self.engine.model_id)
         # vLLM's blocking generate() can wait forever once its engine process is gone (its
         # monitor marks the engine dead, but the waiting call is not woken), so a thread
         # checks the engine while a batch runs and ends the actor if it has died.
@@ -126,7 +128,7 @@ class ReviewScorer:
                 table = table.append_column(name, array)
             return table
         ids = batch.column(self.id_column)
-        part = self.output.write_part(pa.table({self.id_column: ids, **columns}), ids.to_pylist())
+        part = self.output.write_part(pa.table({self.id_column: ids, **columns}), ids.to_pylist(), self.run)
         no_text = sum(e == NO_TEXT for e in results[ERROR])
         return pa.table({"part": [part], "rows": [batch.num_rows], "no_text": [no_text],
                          "errors": [sum(e is not None for e in results[ERROR]) - no_text]})

@@ -8,12 +8,15 @@ blocks through :class:`~reviewkit.ray.actor.ReviewScorer` actors, and collects t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -187,6 +190,7 @@ class _Run:
     engine_options: dict[str, Any]
     cache: bool
     output: OutputFolder | None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     # --- DataFrame in, DataFrame out ------------------------------------------------------
     def frame(self, df: pd.DataFrame) -> pd.DataFrame:
@@ -208,12 +212,13 @@ class _Run:
             raise TypeError(f"the ids in {self.id_column!r} must be of one type (all int or all str): {exc}") from exc
         _check_ids(ids, self.id_column)
         table = pa.table({self.id_column: ids, **columns})
-        written = self._prepare_output()
-        skipped = 0
-        if written is not None:
-            kept = drop_written(table, self.id_column, written)
-            skipped, table = table.num_rows - kept.num_rows, kept
-        self._execute(_blocks(table, self.batch_size), "write", rows=len(df), skipped=skipped)
+        with self._holding_output():
+            written = self._prepare_output()
+            skipped = 0
+            if written is not None:
+                kept = drop_written(table, self.id_column, written)
+                skipped, table = table.num_rows - kept.num_rows, kept
+            self._execute(_blocks(table, self.batch_size), "write", rows=len(df), skipped=skipped)
         stored = self.output.read()
         if stored is None:  # an empty DataFrame
             return _with_results(df, None, self.labels)
@@ -238,13 +243,14 @@ class _Run:
                   for t in ray.get(ds.select_columns([self.id_column]).to_arrow_refs()) if t.num_rows]
         ids = pa.chunked_array(chunks).combine_chunks() if chunks else pa.array([], type=pa.string())
         _check_ids(ids, self.id_column)
-        written = self._prepare_output()
-        skipped = 0
-        if written is not None:
-            skipped = int(pc.sum(pc.is_in(ids, value_set=written.cast(ids.type))).as_py() or 0)
-            ds = ds.map_batches(drop_written, batch_format="pyarrow", zero_copy_batch=True,
-                                fn_kwargs={"id_column": self.id_column, "written": ray.put(written)})
-        return self._execute(self._batches(ds), "write", rows=len(ids), skipped=skipped, run_only=True)
+        with self._holding_output():
+            written = self._prepare_output()
+            skipped = 0
+            if written is not None:
+                skipped = int(pc.sum(pc.is_in(ids, value_set=written.cast(ids.type))).as_py() or 0)
+                ds = ds.map_batches(drop_written, batch_format="pyarrow", zero_copy_batch=True,
+                                    fn_kwargs={"id_column": self.id_column, "written": ray.put(written)})
+            return self._execute(self._batches(ds), "write", rows=len(ids), skipped=skipped, run_only=True)
 
     def _batches(self, ds: ray.data.Dataset) -> ray.data.Dataset:
         """One block per batch (a file read is one block): each batch is then its own task, so
@@ -252,13 +258,27 @@ class _Run:
         return ds.repartition(target_num_rows_per_block=self.batch_size, strict=True)
 
     # --- shared ---------------------------------------------------------------------------
-    def _prepare_output(self) -> pa.Array | None:
+    @contextlib.contextmanager
+    def _holding_output(self) -> Iterator[None]:
+        """The output folder's lease for the whole run (one run per folder at a time)."""
         assert self.output is not None
         self.output.create()
+        self.output.acquire(self.run_id)
+        stop = threading.Event()
+        self.output.keep_lease(self.run_id, stop)
+        try:
+            yield
+        finally:
+            stop.set()
+            self.output.release(self.run_id)
+
+    def _prepare_output(self) -> pa.Array | None:
+        """Check the settings, remove what interrupted runs left, and read the ids already written."""
+        assert self.output is not None
         self.output.check_settings(json.loads(json.dumps({
             "id": self.id_column, "text": self.text, "labels": list(self.labels),
             "engine_options": self.engine_options}, default=repr)))
-        removed = self.output.remove_temporary()
+        removed = self.output.remove_temporary(keep_run=self.run_id)
         if removed:
             log.info("removed %d half-written file(s) an interrupted run left in %s", removed, self.output.uri)
         return self.output.written_ids(self.id_column)
@@ -278,7 +298,8 @@ class _Run:
             udf_modifying_row_count=mode == "write", runtime_env={"env_vars": ACTOR_ENV},
             fn_constructor_kwargs={"engine_options": self.engine_options, "labels": self.labels,
                                    "text": self.text, "id_column": self.id_column, "mode": mode,
-                                   "output": self.output, "cache": self.cache, "figures": figures})
+                                   "output": self.output, "cache": self.cache, "figures": figures,
+                                   "run": self.run_id})
 
     def _execute(self, source: Any, mode: str, *, rows: int, skipped: int = 0,
                  run_only: bool = False) -> Any:
