@@ -71,7 +71,8 @@ def load(model: str | None = None, *, reload: bool = False, warm_up: bool = True
             keyword (``gpu_memory_utilization``, ``dtype``, ...; vLLM's defaults otherwise).
 
     On vLLM's CPU build reviewkit chooses, unless you set them: ``enforce_eager=True``
-    (compiled mode starts much slower and is no faster there; README, *Engine settings*), ``dtype="bfloat16"``,
+    (compiled mode starts much slower and is no faster there; README, *Engine settings*), ``dtype="bfloat16"``
+    where the CPU computes bf16 natively (AVX-512 BF16, AMX) and ``"float32"`` elsewhere,
     ``block_size=32``, OpenMP threads bound to every core this process may use
     (``VLLM_CPU_OMP_THREADS_BIND``, ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``), a 1 GiB KV cache
     (``VLLM_CPU_KVCACHE_SPACE``) and tcmalloc preloaded into vLLM's engine process when
