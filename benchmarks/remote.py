@@ -39,9 +39,16 @@ def timed_rounds(texts_per_round: list[list[str]]) -> list[dict[str, Any]]:
     for texts in texts_per_round:
         reviewkit.score_texts(texts, cache=False, progress=False)
         run = reviewkit.last_run()
-        rounds.append({"reviews": run.computed, "seconds": run.seconds, "reviews_per_s": run.reviews_per_s,
-                       "prefix_cache_hit_rate": run.prefix_cache_hit_rate, "requests": run.remote_requests,
-                       "retries": run.remote_retries})
+        rounds.append(
+            {
+                "reviews": run.computed,
+                "seconds": run.seconds,
+                "reviews_per_s": run.reviews_per_s,
+                "prefix_cache_hit_rate": run.prefix_cache_hit_rate,
+                "requests": run.remote_requests,
+                "retries": run.remote_retries,
+            }
+        )
     return rounds
 
 
@@ -61,19 +68,22 @@ def main(argv: list[str] | None = None) -> int:
 
     base = load_reviews(find_data_dir(args.data_dir))
     texts, _ = make_reviews(base, args.n * (args.rounds + 1))
-    warm, rounds = texts[:64], [texts[args.n * (k + 1):args.n * (k + 2)] for k in range(args.rounds)]
-    result: dict[str, Any] = {"date": _dt.date.today().isoformat(), "command": " ".join(sys.argv),
-                              "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                                       "python": platform.python_version()},
-                              "n": args.n, "rounds": args.rounds, "target_ratio": TARGET}
+    warm, rounds = texts[:64], [texts[args.n * (k + 1) : args.n * (k + 2)] for k in range(args.rounds)]
+    result: dict[str, Any] = {
+        "date": _dt.date.today().isoformat(),
+        "command": " ".join(sys.argv),
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "n": args.n,
+        "rounds": args.rounds,
+        "target_ratio": TARGET,
+    }
 
     engine = reviewkit.load(args.model)
     result["in_process_load_seconds"] = engine.load_seconds
     reviewkit.score_texts(warm, cache=False, progress=False)
     result["in_process"] = timed_rounds(rounds)
     reviewkit.unload()
-    print(f"in-process: {[round(r['reviews_per_s'], 1) for r in result['in_process']]} reviews/s",
-          file=sys.stderr)
+    print(f"in-process: {[round(r['reviews_per_s'], 1) for r in result['in_process']]} reviews/s", file=sys.stderr)
 
     options = {k: v for k, v in (("batch_size", args.batch_size), ("max_in_flight", args.max_in_flight)) if v}
     server = start_server(args.model)
@@ -91,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
 
     local_rate = statistics.median(r["reviews_per_s"] for r in result["in_process"])
     remote_rate = statistics.median(r["reviews_per_s"] for r in result["remote"])
-    result.update(in_process_reviews_per_s=local_rate, remote_reviews_per_s=remote_rate,
-                  ratio=remote_rate / local_rate, target_met=remote_rate / local_rate >= TARGET)
+    result.update(
+        in_process_reviews_per_s=local_rate,
+        remote_reviews_per_s=remote_rate,
+        ratio=remote_rate / local_rate,
+        target_met=remote_rate / local_rate >= TARGET,
+    )
     print(f"""| figure | value |
 | --- | --- |
 | in-process reviews/s (median of {args.rounds} x {args.n}) | {local_rate:.1f} |

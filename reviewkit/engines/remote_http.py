@@ -59,8 +59,9 @@ class RemoteRequestError(RemoteError):
 class _Retryable(Exception):
     """Internal: this attempt failed in a way worth another try."""
 
-    def __init__(self, reason: str, retry_after: float | None = None, timed_out: bool = False,
-                 refused: bool = False) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, timed_out: bool = False, refused: bool = False
+    ) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
         self.timed_out = timed_out
@@ -72,16 +73,16 @@ class RetryPolicy:
     """How often and how long to retry; the defaults ride out a serverless cold start."""
 
     max_retries: int = 8
-    backoff_seconds: float = 0.5      # first backoff; doubles per retry
+    backoff_seconds: float = 0.5  # first backoff; doubles per retry
     max_backoff_seconds: float = 30.0
-    timeout: float = 120.0            # per request once the server has answered
+    timeout: float = 120.0  # per request once the server has answered
     cold_start_timeout: float = 600.0  # the first request, and retries after a timeout
     connect_timeout: float = 10.0
-    poll_interval: float = 1.0        # RunPod job status polling
+    poll_interval: float = 1.0  # RunPod job status polling
 
     def backoff(self, retry: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter (half fixed, half random), at least ``Retry-After``."""
-        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** retry)
+        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2**retry)
         delay = ceiling / 2 + random.uniform(0, ceiling / 2)
         if retry_after is not None:
             delay = max(delay, min(retry_after, max(self.max_backoff_seconds, 60.0)))
@@ -121,8 +122,15 @@ class HttpClient:
     are sent as RunPod jobs to that endpoint instead.
     """
 
-    def __init__(self, base_url: str, *, api_key: str | None, policy: RetryPolicy,
-                 figures: EngineFigures, runsync_url: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None,
+        policy: RetryPolicy,
+        figures: EngineFigures,
+        runsync_url: str | None = None,
+    ) -> None:
         import httpx
 
         self.base_url = base_url.rstrip("/")
@@ -133,8 +141,11 @@ class HttpClient:
         self._lock = threading.Lock()
         self._last_success: float | None = None  # monotonic time of the latest answered request
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(headers=headers, follow_redirects=True,
-                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+        self._http = httpx.Client(
+            headers=headers,
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
 
     @property
     def server_root(self) -> str:
@@ -149,15 +160,23 @@ class HttpClient:
     def redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def openai(self, method: str, route: str, body: dict[str, Any] | None = None, *,
-               max_retries: int | None = None) -> Any:
+    def openai(
+        self, method: str, route: str, body: dict[str, Any] | None = None, *, max_retries: int | None = None
+    ) -> Any:
         """Call an OpenAI route (``/v1/models``, ``/v1/completions``) directly or as a RunPod job."""
         if self.runsync_url is None:
             return self.request(method, self.base_url + route.removeprefix("/v1"), body, max_retries=max_retries)
         return self._job(route, body or {}, max_retries=max_retries)
 
-    def request(self, method: str, url: str, body: dict[str, Any] | None = None, *,
-                max_retries: int | None = None, expect_json: bool = True) -> Any:
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None = None,
+        *,
+        max_retries: int | None = None,
+        expect_json: bool = True,
+    ) -> Any:
         """One JSON request with retries; returns the decoded JSON (or text)."""
         retries = self.policy.max_retries if max_retries is None else max_retries
         after_timeout = False
@@ -167,25 +186,29 @@ class HttpClient:
             except _Retryable as failure:
                 after_timeout = failure.timed_out
                 if failure.refused and self._last_success is None and attempt >= min(retries, 2):
-                    raise RemoteConnectionError(self.redact(
-                        f"cannot connect to {url} ({failure}): check the URL, and that the server is running "
-                        "(vLLM's server is ready when GET /health answers 200)")) from None
+                    raise RemoteConnectionError(
+                        self.redact(
+                            f"cannot connect to {url} ({failure}): check the URL, and that the server is running "
+                            "(vLLM's server is ready when GET /health answers 200)"
+                        )
+                    ) from None
                 if attempt >= retries:
-                    raise RemoteConnectionError(self.redact(
-                        f"{method} {url} failed after {attempt + 1} attempt(s): {failure}. Check that the "
-                        "server is running and reachable (a RunPod Serverless endpoint: its workers and "
-                        "queue in the RunPod console).")) from None
+                    raise RemoteConnectionError(
+                        self.redact(
+                            f"{method} {url} failed after {attempt + 1} attempt(s): {failure}. Check that the "
+                            "server is running and reachable (a RunPod Serverless endpoint: its workers and "
+                            "queue in the RunPod console)."
+                        )
+                    ) from None
                 delay = self.policy.backoff(attempt, failure.retry_after)
-                log.info("remote: %s; retry %d/%d in %.1f s", self.redact(str(failure)), attempt + 1, retries,
-                         delay)
+                log.info("remote: %s; retry %d/%d in %.1f s", self.redact(str(failure)), attempt + 1, retries, delay)
                 with self._lock:
                     self.figures.retries += 1
                     self.figures.wait_seconds += delay
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _attempt(self, method: str, url: str, body: dict[str, Any] | None, expect_json: bool,
-                 long_wait: bool) -> Any:
+    def _attempt(self, method: str, url: str, body: dict[str, Any] | None, expect_json: bool, long_wait: bool) -> Any:
         import httpx
 
         read = self.policy.cold_start_timeout if long_wait else self.policy.timeout
@@ -202,24 +225,32 @@ class HttpClient:
             raise _Retryable(f"connection error ({type(exc).__name__}: {exc})") from None
         status = response.status_code
         if status in RETRY_STATUS or status >= 500:
-            raise _Retryable(f"HTTP {status} {response.reason_phrase} ({self._message(response)})",
-                             parse_retry_after(response.headers.get("retry-after")))
+            raise _Retryable(
+                f"HTTP {status} {response.reason_phrase} ({self._message(response)})",
+                parse_retry_after(response.headers.get("retry-after")),
+            )
         if status in (401, 403):
             raise RemoteAuthError(
                 f"{url} refused the API key (HTTP {status}): pass api_key=... to reviewkit.connect (or set "
-                "REVIEWKIT_ENGINE_API_KEY; for RunPod, RUNPOD_API_KEY) with a key the server accepts.")
+                "REVIEWKIT_ENGINE_API_KEY; for RunPod, RUNPOD_API_KEY) with a key the server accepts."
+            )
         if status >= 400:
-            raise RemoteRequestError(self.redact(f"{method} {url} was refused with HTTP {status}: "
-                                                 f"{self._message(response)}"), status)
+            raise RemoteRequestError(
+                self.redact(f"{method} {url} was refused with HTTP {status}: {self._message(response)}"), status
+            )
         self._last_success = time.monotonic()
         if not expect_json:
             return response.text
         try:
             return response.json()
         except json.JSONDecodeError:
-            raise RemoteRequestError(self.redact(
-                f"{url} answered HTTP {status} with something that is not JSON ({response.text[:120]!r}): "
-                "is this the URL of a vLLM OpenAI-compatible server?"), status) from None
+            raise RemoteRequestError(
+                self.redact(
+                    f"{url} answered HTTP {status} with something that is not JSON ({response.text[:120]!r}): "
+                    "is this the URL of a vLLM OpenAI-compatible server?"
+                ),
+                status,
+            ) from None
 
     def _message(self, response: Any) -> str:
         try:
@@ -252,11 +283,11 @@ class HttpClient:
                 status = f"COMPLETED with HTTP {refused.status}"
             reason = self.redact(str(state.get("error") or status))
             if attempt >= retries:
-                raise RemoteConnectionError(f"RunPod job for {route} ended {status} after {attempt + 1} "
-                                            f"attempt(s): {reason}")
+                raise RemoteConnectionError(
+                    f"RunPod job for {route} ended {status} after {attempt + 1} attempt(s): {reason}"
+                )
             delay = self.policy.backoff(attempt, None)
-            log.info("remote: RunPod job %s (%s); retry %d/%d in %.1f s", status, reason, attempt + 1,
-                     retries, delay)
+            log.info("remote: RunPod job %s (%s); retry %d/%d in %.1f s", status, reason, attempt + 1, retries, delay)
             with self._lock:
                 self.figures.retries += 1
                 self.figures.wait_seconds += delay
@@ -267,15 +298,15 @@ class HttpClient:
         output = state.get("output")
         if isinstance(output, list):  # the worker yields its answer; RunPod aggregates a list
             if len(output) != 1:
-                raise RemoteRequestError(f"RunPod job for {route} returned {len(output)} outputs, expected 1",
-                                         502)
+                raise RemoteRequestError(f"RunPod job for {route} returned {len(output)} outputs, expected 1", 502)
             output = output[0]
         if isinstance(output, dict) and ("error" in output or output.get("object") == "error"):
             error = output.get("error")
             code = error.get("code") if isinstance(error, dict) else output.get("code")
             status = int(code) if isinstance(code, int) or (isinstance(code, str) and code.isdigit()) else 400
-            raise RemoteRequestError(self.redact(f"RunPod job for {route} was refused: "
-                                                 f"{server_message(output, str(output))}"), status)
+            raise RemoteRequestError(
+                self.redact(f"RunPod job for {route} was refused: {server_message(output, str(output))}"), status
+            )
         return output
 
     def close(self) -> None:

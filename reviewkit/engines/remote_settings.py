@@ -31,15 +31,14 @@ class RemoteSettings:
     url: str
     api_key: str | None = field(default=None, repr=False)
     model: str | None = None
-    tokenizer: str | None = None    # a local folder or Hugging Face id; default: the served model
-    batch_size: int = 64            # prompts per /v1/completions request
-    max_in_flight: int = 4          # requests at once
-    block_size: int | None = None   # the server's KV block size; default: read from its /metrics
+    tokenizer: str | None = None  # a local folder or Hugging Face id; default: the served model
+    batch_size: int = 64  # prompts per /v1/completions request
+    max_in_flight: int = 4  # requests at once
+    block_size: int | None = None  # the server's KV block size; default: read from its /metrics
     retry: RetryPolicy = RetryPolicy()
 
     @classmethod
-    def create(cls, url: str, api_key: str | None = None, model: str | None = None,
-               **options: Any) -> RemoteSettings:
+    def create(cls, url: str, api_key: str | None = None, model: str | None = None, **options: Any) -> RemoteSettings:
         """Validated settings. ``options``: ``tokenizer``, ``batch_size``, ``max_in_flight``,
         ``block_size`` and the :class:`RetryPolicy` fields (``max_retries``, ``timeout``,
         ``cold_start_timeout``, ``backoff_seconds``, ...)."""
@@ -49,18 +48,25 @@ class RemoteSettings:
         known = {"tokenizer", "batch_size", "max_in_flight", "block_size"}
         unknown = set(options) - known
         if unknown:
-            raise TypeError(f"unknown remote engine option(s) {sorted(unknown)}; "
-                            f"known: {sorted(known | set(_POLICY_FIELDS))}")
+            raise TypeError(
+                f"unknown remote engine option(s) {sorted(unknown)}; known: {sorted(known | set(_POLICY_FIELDS))}"
+            )
         for name in ("batch_size", "max_in_flight", "block_size", "max_retries"):
             value = options.get(name, policy_options.get(name))
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                      or value < (0 if name == "max_retries" else 1)):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "max_retries" else 1)
+            ):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name, value in policy_options.items():
             if name != "max_retries" and not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        return cls(url=url.strip().rstrip("/"), api_key=api_key or None, model=model or None,
-                   retry=RetryPolicy(**policy_options), **options)
+        return cls(
+            url=url.strip().rstrip("/"),
+            api_key=api_key or None,
+            model=model or None,
+            retry=RetryPolicy(**policy_options),
+            **options,
+        )
 
     @property
     def is_runsync(self) -> bool:
@@ -75,15 +81,23 @@ class RemoteSettings:
         return self.url if self.url.endswith("/v1") else self.url + "/v1"
 
     def describe(self) -> str:
-        parts = [f"url={self.url!r}", f"model={self.model!r}", f"api_key={'set' if self.api_key else None}",
-                 f"batch_size={self.batch_size}", f"max_in_flight={self.max_in_flight}"]
+        parts = [
+            f"url={self.url!r}",
+            f"model={self.model!r}",
+            f"api_key={'set' if self.api_key else None}",
+            f"batch_size={self.batch_size}",
+            f"max_in_flight={self.max_in_flight}",
+        ]
         if self.tokenizer:
             parts.append(f"tokenizer={self.tokenizer!r}")
         if self.block_size:
             parts.append(f"block_size={self.block_size}")
         default = RetryPolicy()
-        parts += [f"{name}={getattr(self.retry, name)}" for name in _POLICY_FIELDS
-                  if getattr(self.retry, name) != getattr(default, name)]
+        parts += [
+            f"{name}={getattr(self.retry, name)}"
+            for name in _POLICY_FIELDS
+            if getattr(self.retry, name) != getattr(default, name)
+        ]
         return ", ".join(parts)
 
 
@@ -105,8 +119,10 @@ def settings_from_environment(env: Mapping[str, str] | None = None) -> dict[str,
         raise ValueError(f"set {ENV_URL} (a vLLM server) or USE_RUNPOD=true (a RunPod Serverless endpoint)")
     endpoint_id = env.get("RUNPOD_ENDPOINT_ID", "").strip()
     if not endpoint_id:
-        raise ValueError("USE_RUNPOD=true needs RUNPOD_ENDPOINT_ID (the id in the endpoint's URL, "
-                         "https://console.runpod.io/serverless)")
+        raise ValueError(
+            "USE_RUNPOD=true needs RUNPOD_ENDPOINT_ID (the id in the endpoint's URL, "
+            "https://console.runpod.io/serverless)"
+        )
     api_key = env.get("RUNPOD_API_KEY") or _runpod_attribute("api_key", None)
     if not api_key:
         raise ValueError("USE_RUNPOD=true needs RUNPOD_API_KEY (https://console.runpod.io/user/settings)")

