@@ -3,7 +3,7 @@
 1. ``reviewkit.load()`` in this process; a warm-up batch; then ``score_texts`` of ``--n``
    distinct reviews with the result cache off, ``--rounds`` times (fresh texts each round).
 2. The engine unloaded (one engine at a time), vLLM's OpenAI server started here with the
-   same model (``reviewkit.engines.vllm_server``: the time to a healthy server is this
+   same model (``reviewkit.vllm_server``: the time to a healthy server is this
    machine's cold start), ``reviewkit.connect`` to it, and the very same rounds through HTTP.
 3. The server stopped by its pid.
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import reviewkit
-    from reviewkit.engines.vllm_server import start_server
+    from reviewkit.vllm_server import start_server
 
     base = load_reviews(find_data_dir(args.data_dir))
     texts, _ = make_reviews(base, args.n * (args.rounds + 1))

@@ -78,7 +78,7 @@ def test_retry_after_and_backoff():
 
 
 def test_a_closed_port_fails_fast_naming_the_fix():
-    from reviewkit.engines.vllm_server import free_port
+    from reviewkit.vllm_server import free_port
 
     started = time.perf_counter()
     with pytest.raises(remote.RemoteConnectionError, match="cannot connect.*check the URL") as caught:

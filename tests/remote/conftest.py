@@ -19,7 +19,7 @@ from references import FLOAT32
 
 @dataclass
 class RemoteSetup:
-    server: Any  # reviewkit.engines.vllm_server.LocalServer
+    server: Any  # reviewkit.vllm_server.LocalServer
     texts: list[str]
     reference: Any  # ScoredTexts from the in-process engine
     reference_stats: Any
@@ -31,7 +31,7 @@ class RemoteSetup:
 @pytest.fixture(scope="package")  # the server stops before the Ray and browser groups
 def remote_setup(tmp_path_factory, references):
     import reviewkit
-    from reviewkit.engines.vllm_server import start_server
+    from reviewkit.vllm_server import start_server
 
     reviewkit.unload()  # before the server starts: one engine at a time
     server = start_server(

@@ -94,7 +94,7 @@ def test_a_400_is_not_retried(remote_setup):
 
 
 def test_connect_refuses_a_wrong_url_quickly(remote_setup):
-    from reviewkit.engines.vllm_server import free_port
+    from reviewkit.vllm_server import free_port
 
     started = time.perf_counter()
     with pytest.raises(remote.RemoteConnectionError, match="cannot connect to http://127.0.0.1.*check the URL"):
