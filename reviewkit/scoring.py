@@ -126,7 +126,7 @@ def score_texts(
             engine = current_engine() or load()
         stats.model = engine.model_id
         built = build_templates(engine, templates)
-        space = namespace(engine.model_id, SCORING_VERSION, str(calibrate_scores),
+        space = namespace(engine.cache_identity, SCORING_VERSION, str(calibrate_scores),
                           *(f"{r}={b.version}" for r, b in sorted(built.items())))
         store = _result_cache(cache)
         stats.cache = store.status if store is not None else "off (cache=False)"

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from reviewkit.engines import remote
-from reviewkit.engines.remote_http import RetryPolicy, parse_retry_after
+from reviewkit.engines.remote_http import parse_retry_after
+from reviewkit.engines.remote_settings import RetryPolicy
 
 KEY = "rk-unit-SECRET-4242"
 
@@ -35,12 +36,28 @@ def test_settings_never_show_the_key_and_compare_by_value():
         ("http://h", {"timeout": -1}, ValueError),
         ("http://h", {"max_retries": -1}, ValueError),
         ("http://h", {"bogus": 1}, TypeError),
+        ("http://h", {"job_resubmits": -1}, ValueError),
+        ("http://h", {"job_resubmits": 1.0}, ValueError),
+        ("http://h", {"job_deadline": 0}, ValueError),
     ],
 )
 def test_settings_refuse_bad_values_naming_them(url, options, error):
     with pytest.raises(error) as caught:
         remote.RemoteSettings.create(url, **options)
     assert (list(options)[0] if options else "url") in str(caught.value)
+
+
+def test_urls_name_their_free_health_route_and_the_server_in_cache_keys():
+    pod = remote.RemoteSettings.create("http://10.0.0.5:8000/v1")
+    assert pod.runpod_endpoint is None and pod.health_url == "http://10.0.0.5:8000/health"
+    assert pod.server_identity == "10.0.0.5"  # not the port: a restarted local server gets another
+    for url in ("https://api.runpod.ai/v2/abc/openai/v1", "https://api.runpod.ai/v2/abc/runsync"):
+        endpoint = remote.RemoteSettings.create(url)
+        assert endpoint.runpod_endpoint == "https://api.runpod.ai/v2/abc"
+        assert endpoint.health_url == "https://api.runpod.ai/v2/abc/health"  # RunPod's, free: no job
+        assert endpoint.server_identity == "api.runpod.ai/abc"  # endpoints share the host
+    assert remote.RemoteSettings.create("https://api.runpod.ai/v2/xyz/runsync").server_identity == "api.runpod.ai/xyz"
+    assert remote.RemoteSettings.create("http://h", job_resubmits=0).retry.job_resubmits == 0
 
 
 def test_environment_names_a_server_or_the_seeds_runpod_endpoint(monkeypatch):

@@ -6,7 +6,9 @@ prefix aligned to the server's KV block size so its prefix cache serves it, and 
 prompt gets one forward pass (``max_tokens=1``) that returns the log-probabilities of
 exactly the label tokens (vLLM's ``logprob_token_ids``, also checked on connect: an
 older vLLM ignores the field silently). Batches go out several at a time and come back
-in input order; :mod:`reviewkit.engines.remote_http` retries what is worth retrying.
+in input order; :mod:`reviewkit.engines.remote_http` retries what is worth retrying, and
+:mod:`reviewkit.engines.runpod_jobs` runs them as RunPod jobs on a ``/runsync`` URL.
+``check_alive`` asks a free ``/health`` route (vLLM's, or the RunPod endpoint's), never a job.
 
     reviewkit.connect("http://POD_IP:8000/v1")                         # a pod's vllm serve
     reviewkit.connect("https://api.runpod.ai/v2/ENDPOINT_ID/openai/v1", api_key=KEY)
@@ -15,11 +17,13 @@ in input order; :mod:`reviewkit.engines.remote_http` retries what is worth retry
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +34,18 @@ from reviewkit.engines.remote_http import (
     RemoteConnectionError,
     RemoteError,
     RemoteRequestError,
-    RetryPolicy,
 )
-from reviewkit.engines.remote_settings import RemoteSettings, settings_from_environment
+from reviewkit.engines.remote_settings import RemoteSettings, RetryPolicy, settings_from_environment
+from reviewkit.engines.runpod_jobs import RemoteJobError, RunPodJobs
 
 __all__ = [
+    "HEALTH_TIMEOUT",
     "RemoteAuthError",
     "RemoteCheckError",
     "RemoteConnectionError",
     "RemoteEngine",
     "RemoteError",
+    "RemoteJobError",
     "RemoteRequestError",
     "RemoteSettings",
     "RetryPolicy",
@@ -53,6 +59,9 @@ log = logging.getLogger("reviewkit")
 MIN_VLLM_VERSION = "0.32"
 #: vLLM's default KV block size on GPUs, used when the server does not publish its own.
 DEFAULT_BLOCK_SIZE = 16
+#: Seconds ``check_alive`` waits for ``/health`` (one request, no retry; runpod-python's own
+#: health check waits 3 s too): a liveness check must answer fast, and costs nothing.
+HEALTH_TIMEOUT = 3.0
 
 
 class RemoteCheckError(RemoteError):
@@ -67,13 +76,8 @@ class RemoteEngine(Engine):
     def __init__(self, settings: RemoteSettings) -> None:
         super().__init__()
         self.settings = settings
-        self.client = HttpClient(
-            settings.base_url,
-            api_key=settings.api_key,
-            policy=settings.retry,
-            figures=self.figures,
-            runsync_url=settings.url if settings.is_runsync else None,
-        )
+        self.client = HttpClient(api_key=settings.api_key, policy=settings.retry, figures=self.figures)
+        self.jobs = RunPodJobs(self.client, settings.url) if settings.is_runsync else None
         self._pool = ThreadPoolExecutor(max_workers=settings.max_in_flight, thread_name_prefix="reviewkit-remote")
         self.served_model = ""
         self._tokenizer_name = ""
@@ -82,6 +86,8 @@ class RemoteEngine(Engine):
         self.load_seconds = 0.0
         self._block_size = settings.block_size or DEFAULT_BLOCK_SIZE
         self.reports_cached_tokens = False
+        self.tokenizer_fingerprint = ""
+        self._closed = False
 
     @classmethod
     def open(cls, settings: RemoteSettings) -> RemoteEngine:
@@ -91,6 +97,7 @@ class RemoteEngine(Engine):
         try:
             engine._choose_model()
             engine.tokenizer = _load_tokenizer(settings.tokenizer or engine._tokenizer_name)
+            engine.tokenizer_fingerprint = _fingerprint(engine.tokenizer)
             engine._read_server_facts()
             engine._check_tokenizer()
             engine._probe_label_logprobs()
@@ -116,12 +123,25 @@ class RemoteEngine(Engine):
     def prefix_block_size(self) -> int:
         return self._block_size
 
+    @property
+    def cache_identity(self) -> str:
+        """The base identity, the local tokenizer's fingerprint and the server (host, RunPod endpoint)."""
+        return f"{super().cache_identity}|tokenizer={self.tokenizer_fingerprint}|server={self.settings.server_identity}"
+
+    def _openai(
+        self, method: str, route: str, body: dict[str, Any] | None = None, *, stop: threading.Event | None = None
+    ) -> Any:
+        """Call an OpenAI route (``/v1/models``, ``/v1/completions``) directly, or as a RunPod job."""
+        if self.jobs is not None:
+            return self.jobs.call(route, body or {}, stop=stop)
+        return self.client.request(method, self.settings.base_url + route.removeprefix("/v1"), body)
+
     # -- connect checks ------------------------------------------------------------------
 
     def _choose_model(self) -> None:
         url = self.settings.url
         try:
-            listing = self.client.openai("GET", "/v1/models")
+            listing = self._openai("GET", "/v1/models")
         except RemoteRequestError as exc:
             if exc.status in (404, 405):
                 raise RemoteCheckError(
@@ -158,7 +178,7 @@ class RemoteEngine(Engine):
         """vLLM's version and KV block size, where the server publishes them (not on RunPod)."""
         if self.settings.is_runsync:
             return
-        root = self.client.server_root
+        root = self.settings.server_root
         try:
             self.server_version = str(self.client.request("GET", root + "/version", max_retries=1)["version"])
         except (RemoteError, KeyError, TypeError):
@@ -210,14 +230,14 @@ class RemoteEngine(Engine):
             try:
                 answer = self.client.request(
                     "POST",
-                    self.client.server_root + "/tokenize",
+                    self.settings.server_root + "/tokenize",
                     {"model": self.served_model, "prompt": text},
                     max_retries=1,
                 )
                 return [int(t) for t in answer["tokens"]]
             except (RemoteRequestError, KeyError, TypeError):
                 pass  # RunPod's OpenAI route has no /tokenize: ask the completions route instead
-        answer = self.client.openai(
+        answer = self._openai(
             "POST",
             "/v1/completions",
             {"model": self.served_model, "prompt": text, "max_tokens": 1, "temperature": 0, "return_token_ids": True},
@@ -246,19 +266,28 @@ class RemoteEngine(Engine):
     def score_labels(self, prompts: Sequence[list[int]], label_token_ids: list[int]) -> list[ScoredPrompt]:
         size = self.settings.batch_size
         batches = [[list(p) for p in prompts[i : i + size]] for i in range(0, len(prompts), size)]
-        futures = [self._pool.submit(self._score_batch, batch, list(label_token_ids)) for batch in batches]
+        stop = threading.Event()  # set when this call fails or is interrupted: its RunPod jobs are cancelled
+        futures = [self._pool.submit(self._score_batch, batch, list(label_token_ids), stop) for batch in batches]
         scored: list[ScoredPrompt] = []
         try:
+            # The first failure ends the call at once, not after the batches before it.
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
+            if failed is not None:
+                failed.result()  # raises its exception
             for future in futures:  # submission order is input order
                 scored.extend(future.result())
         except BaseException:
+            stop.set()
             for future in futures:
                 future.cancel()
             raise
         return scored
 
-    def _score_batch(self, batch: list[list[int]], label_token_ids: list[int]) -> list[ScoredPrompt]:
-        answer = self._complete(batch, label_token_ids)
+    def _score_batch(
+        self, batch: list[list[int]], label_token_ids: list[int], stop: threading.Event | None = None
+    ) -> list[ScoredPrompt]:
+        answer = self._complete(batch, label_token_ids, stop)
         logprobs = self._parse(answer, len(batch), label_token_ids)
         details = (answer.get("usage") or {}).get("prompt_tokens_details") or {}
         # vLLM reports the cached tokens of one prompt per request (the last). The prompts of
@@ -270,8 +299,10 @@ class RemoteEngine(Engine):
             for lp, p in zip(logprobs, batch, strict=True)
         ]
 
-    def _complete(self, prompts: list[list[int]], label_token_ids: list[int]) -> dict[str, Any]:
-        return self.client.openai(
+    def _complete(
+        self, prompts: list[list[int]], label_token_ids: list[int], stop: threading.Event | None = None
+    ) -> dict[str, Any]:
+        return self._openai(
             "POST",
             "/v1/completions",
             {
@@ -283,6 +314,7 @@ class RemoteEngine(Engine):
                 "logprob_token_ids": label_token_ids,
                 "return_tokens_as_token_ids": True,
             },
+            stop=stop,
         )
 
     def _parse(self, answer: Any, expected: int, label_token_ids: list[int]) -> list[list[float]]:
@@ -308,7 +340,7 @@ class RemoteEngine(Engine):
         return rows
 
     def generate_text(self, prompts: Sequence[list[int]], max_tokens: int) -> list[str]:
-        answer = self.client.openai(
+        answer = self._openai(
             "POST",
             "/v1/completions",
             {
@@ -321,14 +353,30 @@ class RemoteEngine(Engine):
         return [c["text"] for c in sorted(answer["choices"], key=lambda c: c["index"])]
 
     def check_alive(self) -> None:
+        """One GET of a free ``/health`` (:data:`HEALTH_TIMEOUT` s, no retry, never a billed job)."""
+        if self._closed:
+            raise EngineDeadError("the remote engine was closed")
         try:
-            self.client.openai("GET", "/v1/models", max_retries=1)
+            self.client.probe(self.settings.health_url, HEALTH_TIMEOUT)
         except RemoteError as exc:
             raise EngineDeadError(f"the server at {self.settings.url} does not answer: {exc}") from exc
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.jobs is not None:
+            self.jobs.close()  # cancels the jobs still queued or running
         self.client.close()
+
+
+def _fingerprint(tokenizer: Any) -> str:
+    """A short digest of the tokenizer: its vocabulary size and how it splits the prompts' prefixes."""
+    from reviewkit.prompts import default_templates
+
+    digest = hashlib.sha256(str(len(tokenizer)).encode())
+    for _, template in sorted(default_templates().items()):
+        digest.update(repr(list(tokenizer(template.prefix_text())["input_ids"])).encode())
+    return digest.hexdigest()[:12]
 
 
 def _load_tokenizer(name: str) -> Any:

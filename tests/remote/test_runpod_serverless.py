@@ -104,3 +104,24 @@ def test_a_server_that_ignores_logprob_token_ids_is_refused_naming_the_version(r
     with pytest.raises(remote.RemoteCheckError, match=r"ignores logprob_token_ids.*vLLM >= 0\.32"):
         reviewkit.connect(standin.openai_url, api_key=standin.api_key, **FAST)
     assert reviewkit.current_engine() is None
+
+
+def test_check_alive_asks_health_and_never_runs_a_job(remote_setup, standin):
+    direct = reviewkit.connect(remote_setup.server.url)
+    for _ in range(5):
+        direct.check_alive()  # vLLM's own GET /health, at the server's root
+    reviewkit.unload()
+    with pytest.raises(reviewkit.EngineDeadError, match="closed"):
+        direct.check_alive()
+    for url in (standin.openai_url, standin.runsync_url):
+        engine = reviewkit.connect(url, api_key=standin.api_key, **FAST)
+        jobs, scoring, health = (
+            len(standin.submitted),
+            len(standin.scoring_requests()),
+            len(standin.requests_to("health")),
+        )
+        for _ in range(10):
+            engine.check_alive()
+        assert len(standin.submitted) == jobs and len(standin.scoring_requests()) == scoring  # nothing billed
+        assert len(standin.requests_to("health")) == health + 10
+        reviewkit.unload()
