@@ -17,25 +17,25 @@ in input order; :mod:`reviewkit.engines.remote_http` retries what is worth retry
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from pathlib import Path
 from typing import Any
 
 from reviewkit.engines.base import Engine, EngineDeadError, ScoredPrompt
 from reviewkit.engines.remote_http import (
     HttpClient,
     RemoteAuthError,
+    RemoteCheckError,
     RemoteConnectionError,
     RemoteError,
     RemoteRequestError,
 )
 from reviewkit.engines.remote_settings import RemoteSettings, RetryPolicy, settings_from_environment
+from reviewkit.engines.remote_tokenizer import fingerprint, load_tokenizer
 from reviewkit.engines.runpod_jobs import RemoteJobError, RunPodJobs
 
 __all__ = [
@@ -62,10 +62,6 @@ DEFAULT_BLOCK_SIZE = 16
 #: Seconds ``check_alive`` waits for ``/health`` (one request, no retry; runpod-python's own
 #: health check waits 3 s too): a liveness check must answer fast, and costs nothing.
 HEALTH_TIMEOUT = 3.0
-
-
-class RemoteCheckError(RemoteError):
-    """The server is reachable but cannot give reviewkit's scores; the message names the fix."""
 
 
 class RemoteEngine(Engine):
@@ -96,8 +92,8 @@ class RemoteEngine(Engine):
         engine = cls(settings)
         try:
             engine._choose_model()
-            engine.tokenizer = _load_tokenizer(settings.tokenizer or engine._tokenizer_name)
-            engine.tokenizer_fingerprint = _fingerprint(engine.tokenizer)
+            engine.tokenizer = load_tokenizer(settings.tokenizer or engine._tokenizer_name)
+            engine.tokenizer_fingerprint = fingerprint(engine.tokenizer)
             engine._read_server_facts()
             engine._check_tokenizer()
             engine._probe_label_logprobs()
@@ -367,44 +363,3 @@ class RemoteEngine(Engine):
         if self.jobs is not None:
             self.jobs.close()  # cancels the jobs still queued or running
         self.client.close()
-
-
-def _fingerprint(tokenizer: Any) -> str:
-    """A short digest of the tokenizer: its vocabulary size and how it splits the prompts' prefixes."""
-    from reviewkit.prompts import default_templates
-
-    digest = hashlib.sha256(str(len(tokenizer)).encode())
-    for _, template in sorted(default_templates().items()):
-        digest.update(repr(list(tokenizer(template.prefix_text())["input_ids"])).encode())
-    return digest.hexdigest()[:12]
-
-
-def _load_tokenizer(name: str) -> Any:
-    """The served model's tokenizer, loaded here (``"embedded"``: the packaged model's)."""
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as exc:
-        raise ImportError("a remote engine tokenizes locally: pip install 'reviewkit[remote]'") from exc
-    path = _embedded_copy(name)
-    try:
-        return AutoTokenizer.from_pretrained(path or name)
-    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
-        raise RemoteCheckError(
-            f"cannot load the tokenizer of {name!r} here ({type(exc).__name__}): pass "
-            "tokenizer=<the served model's Hugging Face id or a local copy of its folder> "
-            "to reviewkit.connect"
-        ) from None
-
-
-def _embedded_copy(name: str) -> str | None:
-    """The local embedded model folder when ``name`` is ``"embedded"`` or a server-side copy of it."""
-    if name != "embedded" and (Path(name).exists() or not Path(name).name.startswith("gemma-3-270m-")):
-        return None
-    try:
-        from reviewkit import embedded
-
-        if name != "embedded" and Path(name).name != embedded.model_dir().name:
-            return None
-        return str(embedded.ensure_converted())
-    except ImportError:  # the embedded model's package is not installed here
-        return None

@@ -28,6 +28,7 @@ from reviewkit.engines.remote_settings import RetryPolicy
 __all__ = [
     "HttpClient",
     "RemoteAuthError",
+    "RemoteCheckError",
     "RemoteConnectionError",
     "RemoteDeliveryUnknown",
     "RemoteError",
@@ -59,6 +60,10 @@ class RemoteAuthError(RemoteError):
 
 class RemoteDeliveryUnknown(RemoteConnectionError):
     """A request that must not be sent twice failed after it may have reached the server."""
+
+
+class RemoteCheckError(RemoteError):
+    """The server is reachable but cannot give reviewkit's scores; the message names the fix."""
 
 
 class RemoteRequestError(RemoteError):
