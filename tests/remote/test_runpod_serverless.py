@@ -49,8 +49,10 @@ def test_openai_route_retries_429_500_and_a_timeout_losing_nothing(remote_setup,
     runpod_environment(monkeypatch, standin)
     settings = remote.settings_from_environment()
     assert settings["url"] == standin.openai_url
-    engine = reviewkit.connect(**settings, batch_size=8, max_in_flight=2, **FAST)
+    # A 6 s timeout: a real batch of 8 on this busy 2-core machine can take over 2 s (an extra retry).
+    engine = reviewkit.connect(**settings, batch_size=8, max_in_flight=2, **{**FAST, "timeout": 6.0})
     before = len(standin.scoring_requests())  # the connect probe and the calibration batches
+    standin.timeout_sleep = 7.0  # past the client's timeout
     standin.faults.extend(["429", "500", "timeout"])
     texts = remote_setup.texts[:60]
     got = reviewkit.score_texts(texts, cache=False, progress=False)
