@@ -3,7 +3,7 @@
 1. ``reviewkit.load()`` in this process; a warm-up batch; then ``score_texts`` of ``--n``
    distinct reviews with the result cache off, ``--rounds`` times (fresh texts each round).
 2. The engine unloaded (one engine at a time), vLLM's OpenAI server started here with the
-   same model (``reviewkit.engines.vllm_server``: the time to a healthy server is this
+   same model (``reviewkit.vllm_server``: the time to a healthy server is this
    machine's cold start), ``reviewkit.connect`` to it, and the very same rounds through HTTP.
 3. The server stopped by its pid.
 
@@ -39,9 +39,16 @@ def timed_rounds(texts_per_round: list[list[str]]) -> list[dict[str, Any]]:
     for texts in texts_per_round:
         reviewkit.score_texts(texts, cache=False, progress=False)
         run = reviewkit.last_run()
-        rounds.append({"reviews": run.computed, "seconds": run.seconds, "reviews_per_s": run.reviews_per_s,
-                       "prefix_cache_hit_rate": run.prefix_cache_hit_rate, "requests": run.remote_requests,
-                       "retries": run.remote_retries})
+        rounds.append(
+            {
+                "reviews": run.computed,
+                "seconds": run.seconds,
+                "reviews_per_s": run.reviews_per_s,
+                "prefix_cache_hit_rate": run.prefix_cache_hit_rate,
+                "requests": run.remote_requests,
+                "retries": run.remote_retries,
+            }
+        )
     return rounds
 
 
@@ -57,23 +64,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import reviewkit
-    from reviewkit.engines.vllm_server import start_server
+    from reviewkit.vllm_server import start_server
 
     base = load_reviews(find_data_dir(args.data_dir))
     texts, _ = make_reviews(base, args.n * (args.rounds + 1))
-    warm, rounds = texts[:64], [texts[args.n * (k + 1):args.n * (k + 2)] for k in range(args.rounds)]
-    result: dict[str, Any] = {"date": _dt.date.today().isoformat(), "command": " ".join(sys.argv),
-                              "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                                       "python": platform.python_version()},
-                              "n": args.n, "rounds": args.rounds, "target_ratio": TARGET}
+    warm, rounds = texts[:64], [texts[args.n * (k + 1) : args.n * (k + 2)] for k in range(args.rounds)]
+    result: dict[str, Any] = {
+        "date": _dt.date.today().isoformat(),
+        "command": " ".join(sys.argv),
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "n": args.n,
+        "rounds": args.rounds,
+        "target_ratio": TARGET,
+    }
 
     engine = reviewkit.load(args.model)
     result["in_process_load_seconds"] = engine.load_seconds
     reviewkit.score_texts(warm, cache=False, progress=False)
     result["in_process"] = timed_rounds(rounds)
     reviewkit.unload()
-    print(f"in-process: {[round(r['reviews_per_s'], 1) for r in result['in_process']]} reviews/s",
-          file=sys.stderr)
+    print(f"in-process: {[round(r['reviews_per_s'], 1) for r in result['in_process']]} reviews/s", file=sys.stderr)
 
     options = {k: v for k, v in (("batch_size", args.batch_size), ("max_in_flight", args.max_in_flight)) if v}
     server = start_server(args.model)
@@ -91,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
 
     local_rate = statistics.median(r["reviews_per_s"] for r in result["in_process"])
     remote_rate = statistics.median(r["reviews_per_s"] for r in result["remote"])
-    result.update(in_process_reviews_per_s=local_rate, remote_reviews_per_s=remote_rate,
-                  ratio=remote_rate / local_rate, target_met=remote_rate / local_rate >= TARGET)
+    result.update(
+        in_process_reviews_per_s=local_rate,
+        remote_reviews_per_s=remote_rate,
+        ratio=remote_rate / local_rate,
+        target_met=remote_rate / local_rate >= TARGET,
+    )
     print(f"""| figure | value |
 | --- | --- |
 | in-process reviews/s (median of {args.rounds} x {args.n}) | {local_rate:.1f} |

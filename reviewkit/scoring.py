@@ -131,7 +131,7 @@ def score_texts(
             raise ValueError(f"{len(unique)} distinct text(s) need an engine to score them, and none was given")
         stats.model = engine.model_id
         built = build_templates(engine, templates)
-        space = namespace(engine.model_id, SCORING_VERSION, str(calibrate_scores),
+        space = namespace(engine.cache_identity, SCORING_VERSION, str(calibrate_scores),
                           *(f"{r}={b.version}" for r, b in sorted(built.items())))
         store = _result_cache(cache)
         stats.cache = store.status if store is not None else "off (cache=False)"

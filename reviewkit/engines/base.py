@@ -1,9 +1,10 @@
 """The interface every engine meets, and what it returns.
 
-An engine knows its tokenizer, its maximum model length, a stable model id (the
-result cache's key) and the KV-cache block size its prefix cache reuses, and it can
-return the log-probabilities of given label tokens after each token-id prompt in one
-forward pass. That is all reviewkit's scoring needs, wherever the model runs.
+An engine knows its tokenizer, its maximum model length, a stable model id, its cache
+identity (what the result cache keys by) and the KV-cache block size its prefix cache
+reuses, and it can return the log-probabilities of given label tokens after each
+token-id prompt in one forward pass. That is all reviewkit's scoring needs, wherever
+the model runs.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def model_id(self) -> str:
         """A stable name of the model's weights, used in result-cache keys."""
+
+    @property
+    def cache_identity(self) -> str:
+        """Everything about the engine that changes a score besides the prompt: model id, max
+        model length, tokenizer fingerprint. The result cache keys its entries by it."""
+        return f"{self.model_id}|max_model_len={self.max_model_len}"
 
     @property
     @abc.abstractmethod

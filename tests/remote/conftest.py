@@ -19,26 +19,34 @@ from references import FLOAT32
 
 @dataclass
 class RemoteSetup:
-    server: Any          # reviewkit.engines.vllm_server.LocalServer
+    server: Any  # reviewkit.vllm_server.LocalServer
     texts: list[str]
-    reference: Any       # ScoredTexts from the in-process engine
+    reference: Any  # ScoredTexts from the in-process engine
     reference_stats: Any
     long_reference: Any  # LONG_REVIEW scored alone in-process (batch composition moves its prefill chunks)
     bad_frame: Any
-    bad_reference: Any   # analyze() of bad_frame in-process
+    bad_reference: Any  # analyze() of bad_frame in-process
 
 
 @pytest.fixture(scope="package")  # the server stops before the Ray and browser groups
 def remote_setup(tmp_path_factory, references):
     import reviewkit
-    from reviewkit.engines.vllm_server import start_server
+    from reviewkit.vllm_server import start_server
 
     reviewkit.unload()  # before the server starts: one engine at a time
-    server = start_server("embedded", log_path=tmp_path_factory.mktemp("vllm") / "server.log",
-                          extra_args=("--dtype", FLOAT32["dtype"]))
+    server = start_server(
+        "embedded", log_path=tmp_path_factory.mktemp("vllm") / "server.log", extra_args=("--dtype", FLOAT32["dtype"])
+    )
     try:
-        yield RemoteSetup(server, references.remote_texts, references.remote, references.remote_stats,
-                          references.remote_long, references.remote_bad_frame, references.remote_bad)
+        yield RemoteSetup(
+            server,
+            references.remote_texts,
+            references.remote,
+            references.remote_stats,
+            references.remote_long,
+            references.remote_bad_frame,
+            references.remote_bad,
+        )
     finally:
         reviewkit.unload()
         server.stop()

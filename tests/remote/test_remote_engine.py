@@ -71,9 +71,13 @@ def test_bad_input_gives_what_in_process_gives(remote_setup):
     frame, ref = remote_setup.bad_frame, remote_setup.bad_reference
     out = reviewkit.analyze(frame, text="content", cache=False, progress=False)
     assert list(out.index) == list(frame.index) and list(out["content"].astype(str)) == list(
-        frame["content"].astype(str))
-    assert out["sentiment"].isna().tolist() == ref["sentiment"].isna().tolist() == [
-        True, True, True, False, False, False, True, False, False, False]
+        frame["content"].astype(str)
+    )
+    assert (
+        out["sentiment"].isna().tolist()
+        == ref["sentiment"].isna().tolist()
+        == [True, True, True, False, False, False, True, False, False, False]
+    )
     assert np.allclose(out["sentiment_score"], ref["sentiment_score"], atol=1e-3, equal_nan=True)
     decided = (ref["sentiment_score"] - 0.5).abs() > 1e-3
     assert out["sentiment"][decided].tolist() == ref["sentiment"][decided].tolist()
@@ -90,7 +94,7 @@ def test_a_400_is_not_retried(remote_setup):
 
 
 def test_connect_refuses_a_wrong_url_quickly(remote_setup):
-    from reviewkit.engines.vllm_server import free_port
+    from reviewkit.vllm_server import free_port
 
     started = time.perf_counter()
     with pytest.raises(remote.RemoteConnectionError, match="cannot connect to http://127.0.0.1.*check the URL"):

@@ -19,8 +19,13 @@ from reviewkit.engines import remote
 pytestmark = pytest.mark.remote
 
 # Short timeouts once warm so an injected timeout costs seconds; a long first wait.
-FAST = {"timeout": 2.0, "cold_start_timeout": 30.0, "backoff_seconds": 0.2, "max_backoff_seconds": 2.0,
-        "block_size": 32}  # RunPod publishes no /metrics: the block size is given
+FAST = {
+    "timeout": 2.0,
+    "cold_start_timeout": 30.0,
+    "backoff_seconds": 0.2,
+    "max_backoff_seconds": 2.0,
+    "block_size": 32,
+}  # RunPod publishes no /metrics: the block size is given
 
 
 def runpod_environment(monkeypatch, standin) -> None:
@@ -39,14 +44,15 @@ def assert_same_as_reference(got, remote_setup, count: int) -> None:
     assert np.max(np.abs(got.probs - ref)) < 1e-3
 
 
-def test_openai_route_retries_429_500_and_a_timeout_losing_nothing(remote_setup, standin, monkeypatch, caplog,
-                                                                   capsys):
+def test_openai_route_retries_429_500_and_a_timeout_losing_nothing(remote_setup, standin, monkeypatch, caplog, capsys):
     caplog.set_level(logging.DEBUG)  # httpx and httpcore included: the key must not appear anywhere
     runpod_environment(monkeypatch, standin)
     settings = remote.settings_from_environment()
     assert settings["url"] == standin.openai_url
-    engine = reviewkit.connect(**settings, batch_size=8, max_in_flight=2, **FAST)
+    # A 6 s timeout: a real batch of 8 on this busy 2-core machine can take over 2 s (an extra retry).
+    engine = reviewkit.connect(**settings, batch_size=8, max_in_flight=2, **{**FAST, "timeout": 6.0})
     before = len(standin.scoring_requests())  # the connect probe and the calibration batches
+    standin.timeout_sleep = 7.0  # past the client's timeout
     standin.faults.extend(["429", "500", "timeout"])
     texts = remote_setup.texts[:60]
     got = reviewkit.score_texts(texts, cache=False, progress=False)
@@ -58,8 +64,14 @@ def test_openai_route_retries_429_500_and_a_timeout_losing_nothing(remote_setup,
     assert sorted(e["fault"] for e in scoring if e["fault"]) == ["429", "500", "timeout"]
     assert sum(e["prompts"] for e in served) == 60 and len(served) == 60 // 8 + 1
     assert all(e["auth_ok"] for e in standin.log) and standin.log  # the key was sent every time
-    shown = [repr(engine), repr(engine.settings), engine.settings.describe(), str(stats), caplog.text,
-             *capsys.readouterr()]
+    shown = [
+        repr(engine),
+        repr(engine.settings),
+        engine.settings.describe(),
+        str(stats),
+        caplog.text,
+        *capsys.readouterr(),
+    ]
     assert not any(standin.api_key in text for text in shown)
 
 
@@ -94,3 +106,24 @@ def test_a_server_that_ignores_logprob_token_ids_is_refused_naming_the_version(r
     with pytest.raises(remote.RemoteCheckError, match=r"ignores logprob_token_ids.*vLLM >= 0\.32"):
         reviewkit.connect(standin.openai_url, api_key=standin.api_key, **FAST)
     assert reviewkit.current_engine() is None
+
+
+def test_check_alive_asks_health_and_never_runs_a_job(remote_setup, standin):
+    direct = reviewkit.connect(remote_setup.server.url)
+    for _ in range(5):
+        direct.check_alive()  # vLLM's own GET /health, at the server's root
+    reviewkit.unload()
+    with pytest.raises(reviewkit.EngineDeadError, match="closed"):
+        direct.check_alive()
+    for url in (standin.openai_url, standin.runsync_url):
+        engine = reviewkit.connect(url, api_key=standin.api_key, **FAST)
+        jobs, scoring, health = (
+            len(standin.submitted),
+            len(standin.scoring_requests()),
+            len(standin.requests_to("health")),
+        )
+        for _ in range(10):
+            engine.check_alive()
+        assert len(standin.submitted) == jobs and len(standin.scoring_requests()) == scoring  # nothing billed
+        assert len(standin.requests_to("health")) == health + 10
+        reviewkit.unload()
