@@ -102,3 +102,12 @@ def test_loading_marks_the_activity_file_busy(monkeypatch):
         process_engine._install(("settings",), start, reload=False, warm_up=False)
     assert seen["during"]["state"] == "busy" and seen["during"]["label"] == "load"
     assert activity.read_activity()["state"] == "idle"
+
+
+def test_a_score_cached_in_one_dtype_is_not_reused_in_another(engine, fresh_cache, monkeypatch):
+    """bfloat16 and float32 scores of the same weights differ (up to ~0.03): separate cache entries."""
+    texts = ["the dtype is part of the cache key"]
+    reviewkit.score_texts(texts, cache=fresh_cache, progress=False)
+    assert reviewkit.score_texts(texts, cache=fresh_cache, progress=False).stats.cached == 1
+    monkeypatch.setattr(engine, "dtype", "bfloat16" if engine.dtype == "float32" else "float32")
+    assert reviewkit.score_texts(texts, cache=fresh_cache, progress=False).stats.computed == 1

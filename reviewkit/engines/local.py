@@ -50,6 +50,7 @@ class LocalEngine(Engine):
         self.device = device
         self.tokenizer = llm.get_tokenizer()
         self.max_model_len = int(llm.llm_engine.model_config.max_model_len)
+        self.dtype = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
         # vLLM's offline LLM is not thread-safe; analyze_async and the server call from threads.
         self._lock = threading.Lock()
 
@@ -67,6 +68,11 @@ class LocalEngine(Engine):
         if self.settings.is_packaged:  # the name, and the folder's digest and conversion version
             return f"{self.settings.model}:{Path(self.model_path).name}"
         return self.settings.model
+
+    @property
+    def cache_identity(self) -> str:
+        # The same weights in bfloat16 and float32 give scores that differ by up to ~0.03.
+        return f"{super().cache_identity}|dtype={self.dtype}"
 
     def score_labels(self, prompts: Sequence[list[int]], label_token_ids: list[int]) -> list[ScoredPrompt]:
         from vllm import SamplingParams
