@@ -2,8 +2,9 @@
 
 reviewkit's defaults for vLLM's CPU build live here, each overridable: eager mode,
 OpenMP threads bound to every core the process may use, a 1 GiB KV cache, bf16,
-32-token KV blocks, tcmalloc preloaded into vLLM's engine process, and vLLM's log
-level at WARNING. ``reviewkit.engine.load`` documents them for users.
+32-token KV blocks, tcmalloc preloaded into vLLM's engine process; and everywhere,
+vLLM's output hidden but for errors unless asked for (:mod:`reviewkit.engines.vllm_output`).
+``reviewkit.engine.load`` documents them for users.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from reviewkit import loadstatus
+from reviewkit.engines import vllm_output
 from reviewkit.engines.base import Engine, EngineDeadError, ScoredPrompt
 from reviewkit.settings import EngineSettings
 
@@ -41,8 +43,9 @@ class LocalEngine(Engine):
     """A loaded vLLM ``LLM`` plus what reviewkit needs to know about it."""
 
     def __init__(self, settings: EngineSettings, llm: Any, model_path: str,
-                 load_seconds: float, device: str) -> None:
+                 load_seconds: float, device: str, stderr: vllm_output.StderrFilter | None = None) -> None:
         super().__init__()
+        self._stderr = stderr  # the engine processes' stderr, copied here until they exit
         self.settings = settings
         self.llm = llm
         self.model_path = model_path
@@ -126,6 +129,8 @@ class LocalEngine(Engine):
         if engine_core is not None:
             engine_core.shutdown(timeout=SHUTDOWN_TIMEOUT_S)
         self.llm = None
+        if self._stderr is not None:  # their last words, before this process may exit
+            self._stderr.wait(timeout=5)
 
 
 def start(settings: EngineSettings) -> LocalEngine:
@@ -134,11 +139,14 @@ def start(settings: EngineSettings) -> LocalEngine:
     cpu = is_cpu_build()
     if cpu:
         cpu_defaults(llm_kwargs)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # before vllm's logger is configured
+    quiet = not vllm_output.wanted(os.environ, llm_kwargs)
+    if quiet:
+        vllm_output.quiet_defaults(llm_kwargs)  # before vllm's logger is configured
     # The engine process waits this long for its worker on shutdown (vLLM: 5 s) before killing it.
     os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_TIMEOUT_S // 2))
     loadstatus.step("importing vLLM")
-    vllm = _import_vllm()  # before a minute of conversion that would be wasted without it
+    with vllm_output.warnings_ignored() if quiet else contextlib.nullcontext():
+        vllm = _import_vllm()  # before a minute of conversion that would be wasted without it
     if settings.is_packaged:
         from reviewkit import embedded
 
@@ -153,13 +161,20 @@ def start(settings: EngineSettings) -> LocalEngine:
     loadstatus.step(f"starting vLLM with {settings.model}")
     started = time.perf_counter()
     preload = tcmalloc_preload(os.environ) if cpu else None
+    engine_env = vllm_output.engine_environment(os.environ) if quiet else {}
+    # Only the CPU build's engine processes print a benign line that no switch reaches.
+    stderr = vllm_output.StderrFilter() if quiet and cpu else None
     try:
-        with _environment(LD_PRELOAD=preload), _main_without_missing_file():
+        with (_environment(LD_PRELOAD=preload, **engine_env), _main_without_missing_file(),
+              vllm_output.warnings_ignored() if quiet else contextlib.nullcontext(),
+              stderr or contextlib.nullcontext()):
             llm = vllm.LLM(model=model_path, **llm_kwargs)
     except Exception as exc:
-        raise explain_load_failure(exc, settings) from exc
+        if stderr is not None:  # the engine process's own error, printed before ours
+            stderr.wait(timeout=10)
+        raise explain_load_failure(exc, settings, stderr.last_error() if stderr else None) from exc
     seconds = time.perf_counter() - started
-    engine = LocalEngine(settings, llm, model_path, seconds, "cpu" if cpu else "cuda")
+    engine = LocalEngine(settings, llm, model_path, seconds, "cpu" if cpu else "cuda", stderr)
     log.info("engine loaded in %.1f s: %r", seconds, engine)
     return engine
 
@@ -284,14 +299,21 @@ _MEMORY_FIX = ("lower VLLM_MAX_MODEL_LEN (or max_model_len=...), lower gpu_memor
                "VLLM_CPU_KVCACHE_SPACE (GiB)")
 
 
-def explain_load_failure(exc: Exception, settings: EngineSettings) -> Exception:
-    """An error that names the fix: memory, or the missing ``__main__`` guard."""
+def explain_load_failure(exc: Exception, settings: EngineSettings, engine_error: str | None = None) -> Exception:
+    """An error that names the fix: memory, or the missing ``__main__`` guard.
+
+    ``engine_error`` is the exception line vLLM's engine process printed, when known: the
+    error raised here only says that the engine process failed.
+    """
     text = f"{type(exc).__name__}: {exc}"
-    lowered = text.lower()
+    lowered = f"{text} {engine_error or ''}".lower()
     if any(marker in lowered for marker in _OOM_MARKERS):
-        return EngineLoadError(f"Out of memory while loading {settings.model!r} ({text}). "
+        return EngineLoadError(f"Out of memory while loading {settings.model!r} ({engine_error or text}). "
                                f"To fix it: {_MEMORY_FIX}.")
     if "engine core initialization failed" in lowered:
+        if engine_error:
+            return EngineLoadError(f"vLLM's engine process failed to start loading {settings.model!r}: "
+                                   f"{engine_error} (its whole output is printed above)")
         # The cause is only in the engine process's own log, printed above.
         return EngineLoadError(
             f"vLLM's engine process failed to start loading {settings.model!r} ({text}); its "
