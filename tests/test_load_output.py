@@ -212,3 +212,24 @@ def test_vllm_output_is_hidden_unless_asked_for():
     }
     mine = {"PYTHONWARNINGS": "default", "VLLM_LOGGING_STREAM": "ext://sys.stdout"}
     assert engine_environment(mine) == {"TORCH_CPP_LOG_LEVEL": "ERROR"}
+
+
+def test_a_failed_load_names_the_engine_processes_error():
+    """The error raised in this process says only that the engine process failed: its own
+    exception, when known, goes into the message, and an out-of-memory one gets the fixes."""
+    from reviewkit.engines.local import explain_load_failure
+    from reviewkit.settings import resolve_settings
+
+    settings = resolve_settings("embedded")
+    failed = RuntimeError("Engine core initialization failed. See root cause above. Failed core proc(s): {}")
+    bad_bind = str(explain_load_failure(failed, settings, f"ValueError: {BAD_BIND_ERROR}"))
+    assert f"failed to start loading 'embedded': ValueError: {BAD_BIND_ERROR}" in bad_bind
+    kv = (
+        "RuntimeError: Worker failed with error 'Available memory on node 0 (15.23/18.09 GiB) on kv cache "
+        "allocation is less than requested memory for kv (4000.0 GiB).'"
+    )
+    out_of_memory = str(explain_load_failure(failed, settings, kv))
+    assert out_of_memory.startswith(f"Out of memory while loading 'embedded' ({kv})")
+    assert "VLLM_CPU_KVCACHE_SPACE" in out_of_memory and "gpu_memory_utilization" in out_of_memory
+    unknown = str(explain_load_failure(failed, settings))  # vLLM's own log is on the screen: say where
+    assert "its own error is printed above" in unknown and "__main__" in unknown

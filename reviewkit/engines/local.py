@@ -292,7 +292,8 @@ def _main_without_missing_file() -> Iterator[None]:
 
 
 _OOM_MARKERS = ("out of memory", "outofmemory", "no available memory for the cache",
-                "not enough memory", "insufficient memory", "kv cache is needed")
+                "not enough memory", "insufficient memory", "kv cache is needed",
+                "less than requested memory")  # the CPU build's, for VLLM_CPU_KVCACHE_SPACE
 _MEMORY_FIX = ("lower VLLM_MAX_MODEL_LEN (or max_model_len=...), lower gpu_memory_utilization "
                "(e.g. reviewkit.load(gpu_memory_utilization=0.8)), raise VLLM_TENSOR_PARALLEL_SIZE to "
                "spread the model over more GPUs, or use a bigger GPU; on the CPU build lower "
