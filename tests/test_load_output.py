@@ -114,7 +114,7 @@ def test_a_load_shows_its_status_only_unless_asked_and_errors_in_full(kernel):
     #    engine process's stderr, the line printed before it configures logging included.
     #    (vLLM's engine process writes to the kernel's own stdout and stderr, whose lines the
     #    kernel may send after the cell's end: they are awaited.)
-    loud = run_cell(client, "os.environ['VLLM_LOGGING_LEVEL'] = 'WARNING'\nreviewkit.load('embedded')", settle=5)
+    loud = run_cell(client, "os.environ['VLLM_LOGGING_LEVEL'] = 'WARNING'\nreviewkit.load('embedded')", settle=2)
     assert loud.error and loud.error.startswith("EngineLoadError") and BAD_BIND_ERROR in loud.text, loud
     # (this process's warnings were said once in the first load: vLLM says some once per process)
     assert re.search(r"\(EngineCore pid=\d+\).*WARNING", loud.text), loud.text[-3000:]
@@ -139,7 +139,7 @@ def test_a_load_shows_its_status_only_unless_asked_and_errors_in_full(kernel):
     ]
     assert not unexpected, unexpected
     processes += psutil.Process(int(run_cell(client, "print(os.getpid())").text)).children(recursive=True)
-    unloaded = run_cell(client, "print(reviewkit.unload())", settle=5)  # and nothing from their exit
+    unloaded = run_cell(client, "print(reviewkit.unload())", settle=2)  # and nothing from their exit
     assert unloaded.error is None and unloaded.text == "True\n", unloaded
 
 
