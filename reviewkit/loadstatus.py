@@ -1,8 +1,9 @@
 """A status line while an engine loads, so a notebook does not sit silent for minutes.
 
-Loading runs slow steps that print nothing of their own at vLLM's WARNING level: importing
-vLLM, the one-time conversion of the embedded model (about a minute), vLLM's start and the
-warm-up. ``load()`` wraps them in :func:`shown`, and each step names itself with :func:`step`.
+Loading runs slow steps that print nothing of their own (vLLM shows only errors unless asked,
+see :mod:`reviewkit.engines.vllm_output`): importing vLLM, the one-time conversion of the
+embedded model (about a minute), vLLM's start and the warm-up. ``load()`` wraps them in
+:func:`shown`, and each step names itself with :func:`step`.
 
 In Jupyter the status is a tqdm widget whose clock ticks every second; in a terminal it is
 one line per step on stderr (a ticking ``\\r`` line would collide with vLLM's own log lines).

@@ -1,9 +1,11 @@
 """The in-process engine: a vLLM ``LLM`` in this Python process (and its engine process).
 
 reviewkit's defaults for vLLM's CPU build live here, each overridable: eager mode,
-OpenMP threads bound to every core the process may use, a 1 GiB KV cache, bf16,
-32-token KV blocks, tcmalloc preloaded into vLLM's engine process, and vLLM's log
-level at WARNING. ``reviewkit.load`` (:mod:`reviewkit.process_engine`) documents them for users.
+OpenMP threads bound to every core the process may use, a 1 GiB KV cache, bf16 where the
+CPU computes it natively (else float32),
+32-token KV blocks, tcmalloc preloaded into vLLM's engine process; and everywhere,
+vLLM's output hidden but for errors unless asked for (:mod:`reviewkit.engines.vllm_output`).
+``reviewkit.load`` (:mod:`reviewkit.process_engine`) documents them for users.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from reviewkit import loadstatus
+from reviewkit.engines import vllm_output
 from reviewkit.engines.base import Engine, EngineDeadError, ScoredPrompt
 from reviewkit.settings import EngineSettings, env_flag
 
@@ -29,8 +32,15 @@ TCMALLOC_NAME = "libtcmalloc_minimal.so.4"
 #: them and logs "force killing remaining processes" (vLLM waits 5 s, less than their teardown
 #: takes on a busy small CPU machine). A clean exit takes a few seconds; this is the bound.
 SHUTDOWN_TIMEOUT_S = 60
-_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
-                 "/usr/local/lib", "/lib/x86_64-linux-gnu", "/lib64")
+_LIBRARY_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+    "/lib/x86_64-linux-gnu",
+    "/lib64",
+)
 
 
 class EngineLoadError(RuntimeError):
@@ -40,9 +50,17 @@ class EngineLoadError(RuntimeError):
 class LocalEngine(Engine):
     """A loaded vLLM ``LLM`` plus what reviewkit needs to know about it."""
 
-    def __init__(self, settings: EngineSettings, llm: Any, model_path: str,
-                 load_seconds: float, device: str) -> None:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        llm: Any,
+        model_path: str,
+        load_seconds: float,
+        device: str,
+        stderr: vllm_output.StderrFilter | None = None,
+    ) -> None:
         super().__init__()
+        self._stderr = stderr  # the engine processes' stderr, copied here until they exit
         self.settings = settings
         self.llm = llm
         self.model_path = model_path
@@ -55,8 +73,10 @@ class LocalEngine(Engine):
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"<reviewkit.LocalEngine {self.settings.model!r} on {self.device}, "
-                f"max_model_len={self.max_model_len}, loaded in {self.load_seconds:.1f}s>")
+        return (
+            f"<reviewkit.LocalEngine {self.settings.model!r} on {self.device}, "
+            f"max_model_len={self.max_model_len}, loaded in {self.load_seconds:.1f}s>"
+        )
 
     @property
     def prefix_block_size(self) -> int:
@@ -79,16 +99,19 @@ class LocalEngine(Engine):
 
         # detokenize=False: only the numbers are read, and detokenizing every request's
         # label entries cost ~15 % of the throughput on 2 cores (benchmarks/README.md).
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(label_token_ids),
-                                detokenize=False)
+        params = SamplingParams(
+            max_tokens=1, temperature=0.0, logprob_token_ids=list(label_token_ids), detokenize=False
+        )
         scored = []
         for out in self._generate(prompts, params):
             step = out.outputs[0].logprobs[0]
-            scored.append(ScoredPrompt(
-                label_logprobs=[float(step[t].logprob) for t in label_token_ids],
-                prompt_tokens=len(out.prompt_token_ids or ()),
-                cached_tokens=int(out.num_cached_tokens or 0),
-            ))
+            scored.append(
+                ScoredPrompt(
+                    label_logprobs=[float(step[t].logprob) for t in label_token_ids],
+                    prompt_tokens=len(out.prompt_token_ids or ()),
+                    cached_tokens=int(out.num_cached_tokens or 0),
+                )
+            )
         return scored
 
     def generate_text(self, prompts: Sequence[list[int]], max_tokens: int) -> list[str]:
@@ -101,8 +124,11 @@ class LocalEngine(Engine):
         """Process ids of vLLM's engine process(es) behind this engine (for checks and tests)."""
         import psutil
 
-        return [p.pid for p in psutil.Process().children(recursive=True)
-                if "python" in (p.name() or "").lower() or "VLLM" in (p.name() or "")]
+        return [
+            p.pid
+            for p in psutil.Process().children(recursive=True)
+            if "python" in (p.name() or "").lower() or "VLLM" in (p.name() or "")
+        ]
 
     def check_alive(self) -> None:
         if self.llm is None:
@@ -120,8 +146,9 @@ class LocalEngine(Engine):
             raise EngineDeadError("the engine was unloaded; call reviewkit.load() again")
         with self._lock:
             try:
-                return self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
-                                         params, use_tqdm=False)
+                return self.llm.generate(
+                    [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False
+                )
             except Exception as exc:
                 if type(exc).__name__ == "EngineDeadError":
                     raise EngineDeadError(f"vLLM's engine process has died: {exc}") from exc
@@ -132,6 +159,8 @@ class LocalEngine(Engine):
         if engine_core is not None:
             engine_core.shutdown(timeout=SHUTDOWN_TIMEOUT_S)
         self.llm = None
+        if self._stderr is not None:  # their last words, before this process may exit
+            self._stderr.wait(timeout=5)
 
 
 def start(settings: EngineSettings) -> LocalEngine:
@@ -140,17 +169,22 @@ def start(settings: EngineSettings) -> LocalEngine:
     cpu = is_cpu_build()
     if cpu:
         cpu_defaults(llm_kwargs)
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # before vllm's logger is configured
+    quiet = not vllm_output.wanted(os.environ, llm_kwargs)
+    if quiet:
+        vllm_output.quiet_defaults(llm_kwargs)  # before vllm's logger is configured
     # The engine process waits this long for its worker on shutdown (vLLM: 5 s) before killing it.
     os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(SHUTDOWN_TIMEOUT_S // 2))
     loadstatus.step("importing vLLM")
-    vllm = _import_vllm()  # before a minute of conversion that would be wasted without it
+    with vllm_output.warnings_ignored() if quiet else contextlib.nullcontext():
+        vllm = _import_vllm()  # before a minute of conversion that would be wasted without it
     if settings.is_packaged:
         from reviewkit import embedded
 
         if not embedded.is_converted(embedded.model_dir(settings.model)):
-            loadstatus.step(f"converting the packaged model {settings.model!r}, once (about a minute), "
-                            f"into {embedded.model_dir(settings.model)}")
+            loadstatus.step(
+                f"converting the packaged model {settings.model!r}, once (about a minute), "
+                f"into {embedded.model_dir(settings.model)}"
+            )
         model_path = str(embedded.ensure_converted(settings.model, quiet=True))
     else:
         model_path = settings.model
@@ -159,13 +193,23 @@ def start(settings: EngineSettings) -> LocalEngine:
     loadstatus.step(f"starting vLLM with {settings.model}")
     started = time.perf_counter()
     preload = tcmalloc_preload(os.environ) if cpu else None
+    engine_env = vllm_output.engine_environment(os.environ) if quiet else {}
+    # Only the CPU build's engine processes print a benign line that no switch reaches.
+    stderr = vllm_output.StderrFilter() if quiet and cpu else None
     try:
-        with _environment(LD_PRELOAD=preload), _main_without_missing_file():
+        with (
+            _environment(LD_PRELOAD=preload, **engine_env),
+            _main_without_missing_file(),
+            vllm_output.warnings_ignored() if quiet else contextlib.nullcontext(),
+            stderr or contextlib.nullcontext(),
+        ):
             llm = vllm.LLM(model=model_path, **llm_kwargs)
     except Exception as exc:
-        raise explain_load_failure(exc, settings) from exc
+        if stderr is not None:  # the engine process's own error, printed before ours
+            stderr.wait(timeout=10)
+        raise explain_load_failure(exc, settings, stderr.last_error() if stderr else None) from exc
     seconds = time.perf_counter() - started
-    engine = LocalEngine(settings, llm, model_path, seconds, "cpu" if cpu else "cuda")
+    engine = LocalEngine(settings, llm, model_path, seconds, "cpu" if cpu else "cuda", stderr)
     log.info("engine loaded in %.1f s: %r", seconds, engine)
     return engine
 
@@ -263,9 +307,12 @@ def tcmalloc_preload(env: os._Environ[str] | dict[str, str]) -> str | None:
         return None
     path = find_tcmalloc()
     if path is None:
-        log.warning("libtcmalloc is not installed: vLLM's CPU engine runs 20-30%% slower without it. "
-                    "Install it with `apt-get install libtcmalloc-minimal4` (conda: gperftools); "
-                    "set %s=0 to silence this.", TCMALLOC_ENV)
+        log.warning(
+            "libtcmalloc is not installed: vLLM's CPU engine runs 20-30%% slower without it. "
+            "Install it with `apt-get install libtcmalloc-minimal4` (conda: gperftools); "
+            "set %s=0 to silence this.",
+            TCMALLOC_ENV,
+        )
     return path
 
 
@@ -304,22 +351,41 @@ def _main_without_missing_file() -> Iterator[None]:
         main.__file__ = path
 
 
-_OOM_MARKERS = ("out of memory", "outofmemory", "no available memory for the cache",
-                "not enough memory", "insufficient memory", "kv cache is needed")
-_MEMORY_FIX = ("lower VLLM_MAX_MODEL_LEN (or max_model_len=...), lower gpu_memory_utilization "
-               "(e.g. reviewkit.load(gpu_memory_utilization=0.8)), raise VLLM_TENSOR_PARALLEL_SIZE to "
-               "spread the model over more GPUs, or use a bigger GPU; on the CPU build lower "
-               "VLLM_CPU_KVCACHE_SPACE (GiB)")
+_OOM_MARKERS = (
+    "out of memory",
+    "outofmemory",
+    "no available memory for the cache",
+    "not enough memory",
+    "insufficient memory",
+    "kv cache is needed",
+    "less than requested memory",
+)  # the CPU build's, for VLLM_CPU_KVCACHE_SPACE
+_MEMORY_FIX = (
+    "lower VLLM_MAX_MODEL_LEN (or max_model_len=...), lower gpu_memory_utilization "
+    "(e.g. reviewkit.load(gpu_memory_utilization=0.8)), raise VLLM_TENSOR_PARALLEL_SIZE to "
+    "spread the model over more GPUs, or use a bigger GPU; on the CPU build lower "
+    "VLLM_CPU_KVCACHE_SPACE (GiB)"
+)
 
 
-def explain_load_failure(exc: Exception, settings: EngineSettings) -> Exception:
-    """An error that names the fix: memory, or the missing ``__main__`` guard."""
+def explain_load_failure(exc: Exception, settings: EngineSettings, engine_error: str | None = None) -> Exception:
+    """An error that names the fix: memory, or the missing ``__main__`` guard.
+
+    ``engine_error`` is the exception line vLLM's engine process printed, when known: the
+    error raised here only says that the engine process failed.
+    """
     text = f"{type(exc).__name__}: {exc}"
-    lowered = text.lower()
+    lowered = f"{text} {engine_error or ''}".lower()
     if any(marker in lowered for marker in _OOM_MARKERS):
-        return EngineLoadError(f"Out of memory while loading {settings.model!r} ({text}). "
-                               f"To fix it: {_MEMORY_FIX}.")
+        return EngineLoadError(
+            f"Out of memory while loading {settings.model!r} ({engine_error or text}). To fix it: {_MEMORY_FIX}."
+        )
     if "engine core initialization failed" in lowered:
+        if engine_error:
+            return EngineLoadError(
+                f"vLLM's engine process failed to start loading {settings.model!r}: "
+                f"{engine_error} (its whole output is printed above)"
+            )
         # The cause is only in the engine process's own log, printed above.
         return EngineLoadError(
             f"vLLM's engine process failed to start loading {settings.model!r} ({text}); its "
