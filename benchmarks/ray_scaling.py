@@ -150,7 +150,6 @@ def markdown(mode: str, r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     mode = "scaling" if args.scaling else "compare"
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     options = {"model": args.model} if args.model else {}
     started_at = _dt.datetime.now().astimezone()
     results = compare(args, options) if mode == "compare" else scaling(args, options)

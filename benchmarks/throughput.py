@@ -121,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["REVIEWKIT_CACHE_DIR"] = str(cache_dir)
     conversion_dir = Path(tempfile.mkdtemp(prefix="rk-bench-models-")) if args.measure_conversion else None
 
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the table readable
     import reviewkit
     from reviewkit.cache import ResultCache
 

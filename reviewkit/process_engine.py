@@ -77,7 +77,15 @@ def load(model: str | None = None, *, reload: bool = False, warm_up: bool = True
     (``VLLM_CPU_OMP_THREADS_BIND``, ``VLLM_CPU_NUM_OF_RESERVED_CPU=0``), a 1 GiB KV cache
     (``VLLM_CPU_KVCACHE_SPACE``) and tcmalloc preloaded into vLLM's engine process when
     installed (``REVIEWKIT_TCMALLOC=0`` turns it off; your own ``LD_PRELOAD`` is kept).
-    Everywhere, vLLM logs at WARNING unless ``VLLM_LOGGING_LEVEL`` is set.
+    While loading, the only output is reviewkit's status line: vLLM shows errors only (its
+    log at ERROR, on stderr, in this process and its engine processes; no weight-loading
+    bar; no Python or PyTorch warnings from the load; on the CPU build not the engine
+    processes' "Triton is installed, but doesn't include CPU backend" line). A failed load,
+    running out of memory or an exception in vLLM's engine process still shows in full, and
+    the error raised quotes the engine process's exception. To see vLLM's own output, set
+    ``VLLM_LOGGING_LEVEL`` (e.g. ``"WARNING"`` or ``"INFO"``) before loading: reviewkit then
+    leaves it as vLLM makes it (``VLLM_LOGGING_CONFIG_PATH``, ``VLLM_CONFIGURE_LOGGING=0``
+    and ``log_level=`` do the same).
 
     A second call with the same settings returns the same engine at once; different
     settings raise :class:`EngineSettingsMismatch` unless ``reload=True``. While loading,

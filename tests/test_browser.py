@@ -112,7 +112,10 @@ def lab(tmp_path_factory, request):
     shutil.copy(ROOT / "notebooks" / "01_quickstart.ipynb", root / "01_quickstart.ipynb")
     _copy_cost_notebook_with_a_given_throughput(root / "03_cost.ipynb")
     _write_settings(base / "settings")
-    env = {**os.environ,
+    # As a user's JupyterLab: no vLLM log level set, and ipykernel forwards what vLLM's engine
+    # processes print (it stops doing so when it sees PYTEST_CURRENT_TEST).
+    user_env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "VLLM_LOGGING_LEVEL")}
+    env = {**user_env,
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
            "REVIEWKIT_CACHE_DIR": str(base / "cache"),  # empty, so analyze computes and draws its bar
            "REVIEWKIT_ACTIVITY_FILE": str(base / "activity.json"),
@@ -261,6 +264,9 @@ def test_quickstart_in_jupyterlab(lab, browser):
         # load() said what it was doing: a status widget that ends "engine ready".
         load = cell(page, "engine = reviewkit.load()")
         expect(load.locator(".jp-OutputArea .widget-html-content", has_text="reviewkit: engine ready")).to_be_visible()
+        # ... and nothing else: no vLLM, Triton or PyTorch lines (red stderr) from the kernel or the
+        # engine's processes.
+        expect(load.locator(".jp-OutputArea-output[data-mime-type^='application/vnd.jupyter.std']")).to_have_count(0)
 
         # analyze's progress bar is a widget (not text) and ends at 100 %.
         analysis = cell(page, "out = reviewkit.analyze(reviews")
