@@ -121,7 +121,6 @@ def test_dataframe_scores_match_in_process_analyze_in_order(cluster, reference):
 def test_duplicate_or_missing_ids_are_refused_before_any_engine_starts(cluster, tmp_path):
     import reviewkit.ray as rr
 
-    started = time.monotonic()
     dup = pd.DataFrame({"id": ["a", "b", "a", "c", "c"], "content": ["good"] * 5})
     with pytest.raises(ValueError, match=r"duplicate ids: 2 value\(s\) of 'id'.*'a' ×2.*drop_duplicates"):
         rr.analyze(dup, output=tmp_path / "out", engine_options=EMBEDDED)
@@ -136,7 +135,7 @@ def test_duplicate_or_missing_ids_are_refused_before_any_engine_starts(cluster, 
         rr.analyze(pd.DataFrame({"content": ["x"]}), output=tmp_path / "out")
     with pytest.raises(KeyError, match="'review' not found"):
         rr.analyze(pd.DataFrame({"content": ["x"]}), text="review")
-    assert not _engine_processes() and time.monotonic() - started < 30
+    assert not _engine_processes() and not (tmp_path / "out").exists()  # nothing started, nothing written
 
 
 @pytest.fixture(scope="module")
