@@ -28,9 +28,10 @@ engine = SwitchEngine(delay=0)
 engine.hold.clear()  # every engine call hangs, as vLLM's does once its engine core is stopped
 if os.environ["MODE"] == "close-hangs":
     engine.close = threading.Event().wait  # as vLLM's shutdown of a stopped engine core: forever
-application = app(engine, api_key="", cache=False, graceful_timeout_s=4, batch_timeout_s=float(os.environ["DEADLINE"]),
-                  batch_timeout_per_review_s=0, liveness_interval_s=0.1)
-code = run(application, "127.0.0.1", int(os.environ["PORT"]))
+deadline = {{"batch_timeout_s": float(os.environ["DEADLINE"]), "batch_timeout_per_review_s": 0,
+            "liveness_interval_s": 0.1}} if os.environ["DEADLINE"] else {{}}
+application = app(engine, api_key="", cache=False, **deadline)
+code = run(application, "127.0.0.1", int(os.environ["PORT"]), graceful_timeout_s=4)
 print("run returned", code, flush=True)
 engine.close()
 sys.exit(code)
@@ -43,14 +44,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(mode: str, deadline: float, tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
+def _start(mode: str, deadline: float | None, tmp_path: Path) -> tuple[subprocess.Popen, str, Path]:
     port = _free_port()
     log = tmp_path / f"{mode}.log"
     env = {
         **os.environ,
         "MODE": mode,
         "PORT": str(port),
-        "DEADLINE": str(deadline),
+        "DEADLINE": "" if deadline is None else str(deadline),
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     with open(log, "w") as out:
@@ -93,7 +94,7 @@ def test_sigterm_ends_the_process_within_the_graceful_timeout_whatever_the_engin
     """Today SIGTERM waits for the hung engine call forever (no drain limit), then for its thread."""
     import concurrent.futures
 
-    proc, url, log = _start(mode, deadline=1000, tmp_path=tmp_path)
+    proc, url, log = _start(mode, deadline=None, tmp_path=tmp_path)  # the default deadline: over a minute
     stopped(proc)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(_analyze, url)
