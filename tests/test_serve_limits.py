@@ -161,9 +161,12 @@ def test_a_stuck_in_process_engine_fails_in_flight_and_queued_requests_and_healt
             engine.hold.set()
 
 
-def test_a_remote_engine_failing_its_check_is_an_engine_error_not_a_death():
+def test_a_remote_engine_failing_its_check_is_an_engine_error_not_a_death(monkeypatch):
     engine = SwitchEngine(delay=0, device="remote")
     with TestClient(app(engine, api_key="", cache=False, liveness_interval_s=0.05)) as client:
+        time.sleep(0.5)
+        assert len(engine.checks) == 1  # a remote engine's check: at most every 30 s, whatever the interval
+        monkeypatch.setattr("reviewkit.serve.liveness.REMOTE_CHECK_S", 0.05)
         engine.check_failing = RuntimeError("server unreachable")
         _wait_for(lambda: client.get("/health").json()["status"] == "engine_error", 10, "engine_error")
         health = client.get("/health")

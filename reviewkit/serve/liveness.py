@@ -2,8 +2,9 @@
 
 Three things are watched, each cheap: the engine's own processes (an in-process vLLM
 engine's engine-core process: gone or a zombie is dead), the engine's ``check_alive()``
-(every ``liveness_interval_s``, in a thread of its own, never on a request's path, so
-``/health`` costs nothing and never reaches a remote server, let alone a billed one), and
+(every ``liveness_interval_s``, a remote engine's at most every :data:`REMOTE_CHECK_S`, in a
+thread of its own, never on a request's path, so ``/health`` costs nothing and never
+reaches a remote server, let alone a billed one), and
 the engine call in progress, whose deadline grows with its size
 (:meth:`Limits.engine_call_deadline_s`): vLLM can block forever once its engine core is
 gone or stopped, and nothing else would notice.
@@ -39,6 +40,9 @@ log = logging.getLogger("reviewkit.serve")
 EXIT_ENGINE_DEAD = 3
 #: A pending liveness check older than this (and than five intervals) counts as failed.
 CHECK_STALE_S = 10.0
+#: A remote engine's check goes over the network (to a server that may bill or wake workers for
+#: requests): at most this often, whatever the liveness interval.
+REMOTE_CHECK_S = 30.0
 
 
 class DaemonWorker:
@@ -88,6 +92,7 @@ class EngineWatch:
         self._calls = 0
         self._stuck_call = 0
         self._check: tuple[float, concurrent.futures.Future] | None = None
+        self._checked = float("-inf")  # when the last check started
         self._checker = DaemonWorker("reviewkit-liveness")
         self._task: asyncio.Task | None = None
 
@@ -155,7 +160,11 @@ class EngineWatch:
                     self._failed(f"{type(exc).__name__}: {exc}")
             elif now - started > max(CHECK_STALE_S, 5 * self.limits.liveness_interval_s):
                 self._failed(f"the engine's liveness check has not answered for {now - started:.0f} s")
-        if self._check is None:
+        every = (
+            self.limits.liveness_interval_s if self.in_process else max(REMOTE_CHECK_S, self.limits.liveness_interval_s)
+        )
+        if self._check is None and now - self._checked >= every:
+            self._checked = now
             self._check = (now, self._checker.submit(self.engine.check_alive))
 
     def _failed(self, reason: str) -> None:
