@@ -9,6 +9,7 @@ results back as columns, keeping the index and order.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import pandas as pd
@@ -52,13 +53,16 @@ def analyze(
     ``sentiment`` is a Categorical of ``labels``; ``sentiment_score`` is the calibrated
     probability of ``"positive"`` (of the first label if there is no ``"positive"``). Rows
     whose text is NaN, None, empty or blank get NaN in both, without a model call.
-    Non-string values are analyzed as ``str``. Existing ``sentiment``/``sentiment_score``
-    columns are replaced. The result has ``df``'s index and row order, duplicate index
+    Non-string values are analyzed as ``str``. A row that cannot be scored (text that is not
+    valid Unicode, or that an engine call fails on alone) gets NaN too, the other rows are
+    scored, and one warning names the index of each such row and why. Existing
+    ``sentiment``/``sentiment_score`` columns are replaced. The result has ``df``'s index and row order, duplicate index
     values included. Figures of the run: ``reviewkit.last_run()``.
     """
     check_frame(df, text)
-    scored = score_texts(df[text].tolist(), engine=engine, labels=labels, prompt=prompt, cache=cache,
-                         calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
+    scored = _score(df[text].tolist(), engine=engine, labels=labels, prompt=prompt, cache=cache,
+                    calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
+    _warn_unscored(scored, "index", df.index.tolist())
     out = df.copy()
     out[SENTIMENT] = pd.Categorical(scored.sentiments(), categories=list(scored.labels))
     out[SCORE] = scored.scores()
@@ -79,12 +83,30 @@ def score_texts(
     """Label probabilities of a plain list of texts, in input order (``reviewkit.score_texts``).
 
     The arguments are :func:`analyze`'s; ``engine=None`` means the process's engine, loaded
-    only if some text needs it. See :func:`reviewkit.scoring.score_texts`.
+    only if some text needs it. A text that cannot be scored gets NaN (its reason in
+    ``errors``) and one warning names its position. See :func:`reviewkit.scoring.score_texts`.
     """
+    scored = _score(texts, engine=engine, labels=labels, prompt=prompt, cache=cache,
+                    calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
+    _warn_unscored(scored, "position", range(len(scored.probs)))
+    return scored
+
+
+def _score(texts: Sequence[Any], *, engine: Engine | None, **options: Any) -> ScoredTexts:
     if engine is None and scoring.needs_engine(texts):
         engine = default_engine()
-    return scoring.score_texts(texts, engine, labels=labels, prompt=prompt, cache=cache,
-                               calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
+    return scoring.score_texts(texts, engine, isolate_rows=True, **options)
+
+
+def _warn_unscored(scored: ScoredTexts, where: str, names: Sequence[Any], shown: int = 10) -> None:
+    """One warning for all the rows that could not be scored: which (up to ``shown``) and why."""
+    if not scored.errors:
+        return
+    rows = sorted(scored.errors)
+    listed = ", ".join(repr(names[i]) for i in rows[:shown]) + (", ..." if len(rows) > shown else "")
+    reasons = list(dict.fromkeys(scored.errors[i] for i in rows))
+    warnings.warn(f"{len(rows)} review(s) could not be scored and got NaN ({where} {listed}): "
+                  + "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""), stacklevel=3)
 
 
 def check_frame(df: Any, text: str) -> None:

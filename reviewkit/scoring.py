@@ -19,14 +19,14 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import numpy as np
 
 from reviewkit import activity, runstats
 from reviewkit.cache import ResultCache, default_cache, namespace
-from reviewkit.engines.base import Engine
+from reviewkit.engines.base import Engine, EngineDeadError
 from reviewkit.prompts import (
     DEFAULT_LABELS,
     LANGUAGE_EXAMPLES,
@@ -48,6 +48,11 @@ CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]", "...")
 # Bump when the scoring recipe changes: it is part of the result-cache key.
 SCORING_VERSION = "cc1"
 DEFAULT_CHUNK_SIZE = 1024
+#: A failure that every one of this many parts of a batch repeats is the engine's, not a row's.
+SYSTEMIC_PARTS = 8
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -55,12 +60,14 @@ class ScoredTexts:
     """Label probabilities per input text, in input order.
 
     ``probs`` has one row per input text and one column per label; rows of texts that
-    were NaN, None, empty or blank are NaN (no model call was made for them).
+    were NaN, None, empty or blank are NaN (no model call was made for them), and so are
+    the rows in ``errors`` (position -> why it could not be scored; only with ``isolate_rows``).
     """
 
     labels: tuple[str, ...]
     probs: np.ndarray
     stats: runstats.RunStats
+    errors: dict[int, str] = field(default_factory=dict)
 
     @property
     def score_label(self) -> str:
@@ -86,6 +93,81 @@ def clean_text(value: Any) -> str | None:
     return value if value.strip() else None
 
 
+class UnscorableText(ValueError):
+    """A text that cannot be scored whatever the engine: it is not valid Unicode."""
+
+    def __init__(self, problem: str, position: int) -> None:
+        super().__init__(problem)
+        self.position = position
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode (a lone surrogate, e.g. JSON's ``"\\ud800"``), or None.
+
+    Such a text cannot be encoded as UTF-8, so neither the result cache's key nor a
+    tokenizer can take it; what the writer meant is unknowable, so it is never guessed.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"not valid Unicode: a lone surrogate {text[exc.start]!r} at character {exc.start} "
+                "(send the text as UTF-8)")
+    return None
+
+
+@dataclass
+class Isolated(Generic[R]):
+    """What :func:`score_apart` found: each part that scored, and each item that failed alone."""
+
+    parts: list[tuple[int, int, R]]  # (start, stop, result of score(items[start:stop])), in order
+    failed: dict[int, Exception]     # position -> its error
+
+
+def score_apart(items: Sequence[T], score: Callable[[list[T]], R],
+                check_alive: Callable[[], None] | None = None, *, engine_works: bool = False) -> Isolated[R]:
+    """``score(items)``; when that raises, the halves, then their halves, until each failure is
+    pinned on the single items that cause it, so one bad item never fails the others.
+
+    The server's batcher (a batch of requests), ``analyze`` (a chunk of texts) and the Ray
+    actor (a batch of rows) all use it. A bad item costs O(log n) extra calls. A dead engine
+    is not a bad item: :class:`EngineDeadError` (from ``score`` or from ``check_alive``,
+    called after each failure, since an engine dying mid-call may raise something else
+    first) propagates, and so does a failure that every part repeats once the batch is cut
+    in :data:`SYSTEMIC_PARTS` parts (the engine's failure: at most 15 calls, not 2n), or
+    that no part escapes (nothing scored: no proof that the items are to blame, unless the
+    caller knows the engine works, ``engine_works``).
+    """
+    items = list(items)
+    parts: list[tuple[int, int, R]] = []
+    failed: dict[int, Exception] = {}
+    level = [(0, len(items))] if items else []
+    first_error: Exception | None = None
+    while level:
+        again, scored = [], 0
+        for start, stop in level:
+            try:
+                parts.append((start, stop, score(items[start:stop])))
+                scored += 1
+            except EngineDeadError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - sorted below: an item's or the engine's
+                if check_alive is not None:
+                    check_alive()
+                first_error = first_error or exc
+                if stop - start == 1:
+                    failed[start] = exc
+                else:
+                    again.append((start, stop))
+        if len(level) >= SYSTEMIC_PARTS and not scored and first_error is not None:
+            raise first_error
+        level = [half for start, stop in again
+                 for half in ((start, (start + stop) // 2), ((start + stop) // 2, stop))]
+    if first_error is not None and not parts and not engine_works:
+        raise first_error
+    parts.sort(key=lambda part: part[0])
+    return Isolated(parts, failed)
+
+
 def score_texts(
     texts: Sequence[Any],
     engine: Engine | None,
@@ -96,6 +178,7 @@ def score_texts(
     calibrate_scores: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
+    isolate_rows: bool = False,
 ) -> ScoredTexts:
     """Score ``texts`` (any values; see :func:`clean_text`) and return them in input order.
 
@@ -111,6 +194,11 @@ def score_texts(
         chunk_size: texts per engine call; finished chunks are cached at once, so an
             interrupt loses at most the chunk in flight.
         progress: show a tqdm bar (a widget in notebooks).
+        isolate_rows: a text that cannot be scored (not valid Unicode, or an engine call that
+            fails on it alone: :func:`score_apart`) gets NaN and its reason in
+            ``ScoredTexts.errors``, and the others are scored; False raises instead
+            (:class:`UnscorableText` for invalid Unicode), for callers that isolate
+            failures themselves. A dead engine raises either way.
 
     Duplicate texts are scored once. The run's figures are recorded for
     ``reviewkit.last_run()`` and logged in the seed's style.
@@ -125,6 +213,12 @@ def score_texts(
     unique = list(dict.fromkeys(t for t in cleaned if t is not None))
     stats.unique_texts = len(unique)
     probs_by_text: dict[str, list[float]] = {}
+    problems = {t: why for t in unique if (why := unicode_problem(t)) is not None}
+    if problems:
+        if not isolate_rows:
+            row = next(i for i, t in enumerate(cleaned) if t in problems)
+            raise UnscorableText(problems[cleaned[row]], row)
+        unique = [t for t in unique if t not in problems]
 
     if unique:
         if engine is None:
@@ -142,15 +236,18 @@ def score_texts(
         if todo:
             mark = runstats.figures_mark(engine.figures)
             with activity.working("analyze"):
-                _score_chunks(engine, built, todo, probs_by_text, stats, store, space,
-                              calibrate_scores, chunk_size, progress)
+                problems.update(_score_chunks(engine, built, todo, probs_by_text, stats, store, space,
+                                              calibrate_scores, chunk_size, progress, isolate_rows))
             stats.add_engine_figures(engine.figures, mark)
 
     probs = np.full((len(cleaned), len(labels)), np.nan)
+    errors = {}
     for row, value in enumerate(cleaned):
-        if value is not None:
+        if value in problems:
+            errors[row] = problems[value]
+        elif value is not None:
             probs[row] = probs_by_text[value]
-    result = ScoredTexts(labels=labels, probs=probs, stats=stats)
+    result = ScoredTexts(labels=labels, probs=probs, stats=stats, errors=errors)
     found = result.sentiments()
     stats.label_counts = {label: found.count(label) for label in labels}
     stats.seconds = time.perf_counter() - started
@@ -256,8 +353,9 @@ def build_prompts(engine: Engine, built: dict[str, BuiltPrompt], texts: Sequence
 def _score_chunks(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str],
                   probs_by_text: dict[str, list[float]], stats: runstats.RunStats,
                   store: ResultCache | None, space: str, calibrate_scores: bool,
-                  chunk_size: int, progress: bool) -> None:
-    """Score ``todo`` chunk by chunk, storing each finished chunk at once."""
+                  chunk_size: int, progress: bool, isolate_rows: bool) -> dict[str, str]:
+    """Score ``todo`` chunk by chunk, storing each finished chunk at once; returns the texts that
+    failed alone (with ``isolate_rows``) and why."""
     from tqdm.auto import tqdm
 
     biases = {route: content_free_bias(engine, b) if calibrate_scores else None
@@ -265,28 +363,42 @@ def _score_chunks(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str]
     # One engine call per chunk for every route: ask for the union of their label tokens.
     label_token_ids = list(dict.fromkeys(t for b in built.values() for t in b.label_token_ids))
     columns = {route: [label_token_ids.index(t) for t in b.label_token_ids] for route, b in built.items()}
+    n_labels = len(next(iter(built.values())).labels)
+
+    def score_part(texts: list[str]) -> tuple[np.ndarray, list[Any], int]:
+        truncated = runstats.RunStats()
+        routes, prompts = build_prompts(engine, built, texts, truncated)
+        # One engine call per chunk: both routes' prompts batch together, each
+        # group still sharing its own cached prefix (the label tokens are the same).
+        scored = engine.score_labels(prompts, label_token_ids)
+        token_logprobs = np.array([s.label_logprobs for s in scored])
+        probs = np.empty((len(texts), n_labels))
+        route_array = np.array(routes)
+        for route in dict.fromkeys(routes):
+            rows = route_array == route
+            label_logprobs = built[route].label_logprobs(token_logprobs[rows][:, columns[route]])
+            probs[rows] = calibrate(label_probabilities(label_logprobs), biases[route])
+        return probs, scored, truncated.truncated
+
+    failed: dict[str, str] = {}
     bar = tqdm(total=len(todo), unit="review", desc="reviewkit", disable=not progress)
     engine_started = time.perf_counter()
     try:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start:start + chunk_size]
-            routes, prompts = build_prompts(engine, built, chunk, stats)
-            # One engine call per chunk: both routes' prompts batch together, each
-            # group still sharing its own cached prefix (the label tokens are the same).
-            scored = engine.score_labels(prompts, label_token_ids)
-            token_logprobs = np.array([s.label_logprobs for s in scored])
-            probs = np.empty((len(chunk), len(next(iter(built.values())).labels)))
-            route_array = np.array(routes)
-            for route in dict.fromkeys(routes):
-                rows = route_array == route
-                label_logprobs = built[route].label_logprobs(token_logprobs[rows][:, columns[route]])
-                probs[rows] = calibrate(label_probabilities(label_logprobs), biases[route])
-            stats.prompt_tokens += sum(s.prompt_tokens for s in scored)
-            stats.cached_prompt_tokens += sum(s.cached_tokens for s in scored)
-            finished = list(zip(chunk, probs.tolist()))
-            probs_by_text.update(finished)
-            if store is not None:
-                store.put_many(space, finished, model=engine.model_id)
+            if isolate_rows:
+                found = score_apart(chunk, score_part, engine.check_alive)
+            else:
+                found = Isolated([(0, len(chunk), score_part(chunk))], {})
+            for first, stop, (probs, scored, truncated) in found.parts:
+                stats.truncated += truncated
+                stats.prompt_tokens += sum(s.prompt_tokens for s in scored)
+                stats.cached_prompt_tokens += sum(s.cached_tokens for s in scored)
+                finished = list(zip(chunk[first:stop], probs.tolist()))
+                probs_by_text.update(finished)
+                if store is not None:
+                    store.put_many(space, finished, model=engine.model_id)
+            failed.update((chunk[i], f"{type(exc).__name__}: {exc}") for i, exc in found.failed.items())
             stats.computed += len(chunk)
             bar.update(len(chunk))
     except KeyboardInterrupt:
@@ -301,3 +413,4 @@ def _score_chunks(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str]
         warnings.warn(f"{stats.truncated} review(s) were longer than the model length "
                       f"({engine.max_model_len} tokens with the prompt) and were truncated",
                       stacklevel=4)
+    return failed

@@ -38,12 +38,17 @@ def restaurant_of(payloads: list[dict[str, Any]], restaurant_id: Any = None) -> 
     if any("content" not in p for p in payloads):
         raise KeyError("every review needs a 'content' field")
     if restaurant_id is None:
-        ids = {p.get("restaurant_id") for p in payloads}
+        # 1 and "1" are the same restaurant (JSON clients write ids either way); the first review's id is kept.
+        ids = {_same_id(p.get("restaurant_id")) for p in payloads}
         if len(ids) > 1:
             raise ValueError(f"reviews belong to several restaurants {sorted(map(str, ids))}: "
                              "pass restaurant_id or analyze them per restaurant")
-        restaurant_id = ids.pop() if ids else None
+        restaurant_id = payloads[0].get("restaurant_id") if payloads else None
     return restaurant_id
+
+
+def _same_id(value: Any) -> Any:
+    return str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else value
 
 
 def restaurant_result(restaurant_id: Any, payloads: list[dict[str, Any]], scored: ScoredTexts) -> dict[str, Any]:

@@ -91,22 +91,32 @@ def test_the_api_key_comes_from_the_environment(monkeypatch):
         assert client.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize("kwargs", [{"max_reviews": 0}, {"max_body_bytes": -1}, {"labels": ["Good stuff"]},
-                                    {"labels": "positive"}, {"batch_wait_ms": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_reviews": 0},
+        {"max_body_bytes": -1},
+        {"labels": ["Good stuff"]},
+        {"labels": "positive"},
+        {"batch_wait_ms": -1},
+    ],
+)
 def test_app_refuses_bad_settings(kwargs):
     with pytest.raises(ValueError):
         app(load_engine=False, **kwargs)
 
 
 def _body(restaurant: int, words: list[str]) -> dict:
-    return {"restaurant_id": restaurant,
-            "reviews": [{"id": i, "content": f"{w} review {restaurant}-{i}", "rating": 5} for i, w in enumerate(words)]}
+    return {
+        "restaurant_id": restaurant,
+        "reviews": [{"id": i, "content": f"{w} review {restaurant}-{i}", "rating": 5} for i, w in enumerate(words)],
+    }
 
 
 def test_engine_failure_is_503_with_retry_after_and_the_server_recovers():
     engine = SwitchEngine(delay=0)
     with TestClient(app(engine, api_key="", cache=False, retry_after_s=7)) as client:
-        for error in (RuntimeError("GPU fell off the bus"), EngineDeadError("engine process died")):
+        for error in (RuntimeError("GPU fell off the bus"), OSError("connection reset")):
             engine.failing = error
             response = client.post(ANALYZE, json=_body(1, ["zzgood"]))
             assert response.status_code == 503
@@ -119,6 +129,30 @@ def test_engine_failure_is_503_with_retry_after_and_the_server_recovers():
         health = client.get("/health").json()
         assert health["status"] == "ok" and health["model"] == "switch-engine"
         assert health["requests_failed"] == 2 and health["requests_served"] == 1
+
+
+def test_a_dead_in_process_engine_fails_every_request_and_asks_to_exit_3():
+    """An in-process engine that says it is dead cannot come back: 503 for all, /health 503 not busy, exit 3."""
+    engine = SwitchEngine(delay=0)
+    application = app(engine, api_key="", cache=False, retry_after_s=7)
+    exits = []
+    with TestClient(application) as client:
+        application.state.reviewkit.request_exit = exits.append
+        engine.failing = EngineDeadError("engine process died")
+        response = client.post(ANALYZE, json=_body(1, ["zzgood"]))
+        assert (response.status_code, response.headers["Retry-After"]) == (503, "7")
+        assert "engine process died" in response.json()["detail"]
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert (health.json()["status"], health.json()["busy"], health.json()["engine_loaded"]) == (
+            "engine_dead",
+            False,
+            False,
+        )
+        assert exits == [3]
+        engine.failing = None  # too late: vLLM does not recover its engine core, nor does the server
+        again = client.post(ANALYZE, json=_body(1, ["zzgood"]))
+        assert again.status_code == 503 and "the server is restarting" in again.json()["detail"]
 
 
 def test_concurrent_requests_share_engine_calls_and_each_gets_its_own_rows():

@@ -9,18 +9,15 @@ during load (last: it stops the server).
 from __future__ import annotations
 
 import concurrent.futures
-import csv
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -34,108 +31,85 @@ from serve_support import (
     MAX_REVIEWS,
     NAN_BODY,
     NO_TEXT_BODY,
+    ROOT,
     SEED_BODY,
+    Server,
     check_bad_input,
     check_no_text,
+    review_texts,
+    server_env,
+    start_server,
+    stop_server,
+    wait_for,
 )
 
 pytestmark = pytest.mark.serve
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "test-key-9f8e7d6c5b4a"
 IDLE_AFTER = 2.0
-SEED_KEYS = {"restaurant_id", "positive_count", "negative_count", "total_count", "positive_ratio",
-             "negative_ratio", "unlabelled_count", "reviews"}
-
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen
-    log: Path
-
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=180, **kwargs)
-
-    def health(self) -> dict:
-        return httpx.get(self.url + "/health", timeout=10).json()
-
-    def log_text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("REVIEWKIT_API_KEY", None)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SEED_KEYS = {
+    "restaurant_id",
+    "positive_count",
+    "negative_count",
+    "total_count",
+    "positive_ratio",
+    "negative_ratio",
+    "unlabelled_count",
+    "reviews",
+}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "reviewkit", "serve", "--model", "embedded", "--port", str(port),
-             "--api-key", KEY, "--max-reviews", str(MAX_REVIEWS), "--max-body-bytes", str(MAX_BODY),
-             "--idle-after", str(IDLE_AFTER)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=_env())
-    srv = Server(f"http://127.0.0.1:{port}", proc, log)
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"reviewkit serve exited with {proc.returncode}:\n{srv.log_text()[-3000:]}")
-        try:
-            if httpx.get(srv.url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"reviewkit serve did not answer /health in 300 s:\n{srv.log_text()[-3000:]}")
-        time.sleep(0.5)
+    srv = start_server(
+        tmp_path_factory.mktemp("serve"),
+        KEY,
+        "--max-reviews",
+        str(MAX_REVIEWS),
+        "--max-body-bytes",
+        str(MAX_BODY),
+        "--idle-after",
+        str(IDLE_AFTER),
+    )
     yield srv
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    assert KEY not in srv.log_text()
-
-
-def _texts(tag: str, n: int) -> list[str]:
-    """``n`` distinct review texts (Korean and English, from tests/data), new to the result cache."""
-    pool = []
-    for name in ("nsmc_sample_ko.csv", "sentence_polarity_sample_en.csv"):
-        with open(ROOT / "tests" / "data" / name, encoding="utf-8", newline="") as fh:
-            pool.append([row["text"] for row in csv.DictReader(fh)])
-    mixed = [t for pair in zip(*pool, strict=True) for t in pair]
-    return [f"({tag} {k}) {mixed[k % len(mixed)]}" for k in range(n)]
+    stop_server(srv)
 
 
 def _body(restaurant_id: int, texts: list[str | None]) -> dict:
-    return {"restaurant_id": restaurant_id,
-            "reviews": [{"id": i, "restaurant_id": restaurant_id, "content": t, "rating": 4}
-                        for i, t in enumerate(texts)]}
+    return {
+        "restaurant_id": restaurant_id,
+        "reviews": [{"id": i, "restaurant_id": restaurant_id, "content": t, "rating": 4} for i, t in enumerate(texts)],
+    }
 
 
 def test_the_seeds_curl_call_answers_the_seeds_keys(server):
     if shutil.which("curl"):
         run = subprocess.run(
-            ["curl", "-s", "-X", "POST", server.url + ANALYZE, "-H", "Content-Type: application/json",
-             "-H", f"Authorization: Bearer {KEY}", "-d", SEED_BODY, "-w", "\n%{http_code}"],
-            capture_output=True, text=True, timeout=120, check=True)
+            [
+                "curl",
+                "-s",
+                "-X",
+                "POST",
+                server.url + ANALYZE,
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                f"Authorization: Bearer {KEY}",
+                "-d",
+                SEED_BODY,
+                "-w",
+                "\n%{http_code}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         text, status = run.stdout.rsplit("\n", 1)
     else:  # pragma: no cover - curl is in the CI image
-        response = server.client().post(ANALYZE, content=SEED_BODY.encode(),
-                                        headers={"Content-Type": "application/json"})
+        response = server.client().post(
+            ANALYZE, content=SEED_BODY.encode(), headers={"Content-Type": "application/json"}
+        )
         text, status = response.text, str(response.status_code)
     assert status == "200", text
     out = json.loads(text)
@@ -149,8 +123,12 @@ def test_the_seeds_curl_call_answers_the_seeds_keys(server):
 
 def test_auth_is_required_on_every_route_but_health(server):
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:
-        for headers in ({}, {"Authorization": "Bearer wrong-key"}, {"Authorization": f"Basic {KEY}"},
-                        {"Authorization": KEY}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-key"},
+            {"Authorization": f"Basic {KEY}"},
+            {"Authorization": KEY},
+        ):
             for method, path in (("POST", ANALYZE), ("POST", BATCH), ("GET", "/docs"), ("GET", "/openapi.json")):
                 response = anonymous.request(method, path, json=EMPTY_BODY, headers=headers)
                 assert response.status_code == 401, (method, path, headers)
@@ -176,7 +154,7 @@ def test_empty_and_nan_reviews_are_unlabelled(server):
 
 
 def test_batch_route_answers_each_restaurant_as_the_single_route_does(server):
-    texts = _texts("batch", 5)
+    texts = review_texts("batch", 5)
     bodies = [_body(11, texts[:3]), _body(12, []), _body(13, [texts[3], None, texts[4]])]
     with server.client() as client:
         response = client.post(BATCH, json={"restaurants": bodies})
@@ -194,7 +172,7 @@ def test_results_go_to_the_result_cache_the_notebook_api_uses(server):
 
     assert str(default_cache_path()).startswith(os.environ["REVIEWKIT_CACHE_DIR"])  # the server's env too
     before = len(ResultCache())
-    texts = _texts("cache", 4)
+    texts = review_texts("cache", 4)
     with server.client() as client:
         assert client.post(ANALYZE, json=_body(21, texts + texts[:2])).status_code == 200
     assert len(ResultCache()) == before + 4
@@ -203,28 +181,41 @@ def test_results_go_to_the_result_cache_the_notebook_api_uses(server):
 def _watchdog(server: Server, tmp_path: Path, name: str) -> str:
     """One dry-run check of the watchdog with only the health signal; returns that signal's status."""
     run = subprocess.run(
-        [sys.executable, str(ROOT / "watchdog.py"), "--once", "--dry-run", "--source", "none",
-         "--health-url", server.url + "/health", "--check-interval", "1",
-         "--state-file", str(tmp_path / f"{name}-state.json"), "--activity-file", str(tmp_path / "none.json")],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env=_env())
+        [
+            sys.executable,
+            str(ROOT / "watchdog.py"),
+            "--once",
+            "--dry-run",
+            "--source",
+            "none",
+            "--health-url",
+            server.url + "/health",
+            "--check-interval",
+            "1",
+            "--state-file",
+            str(tmp_path / f"{name}-state.json"),
+            "--activity-file",
+            str(tmp_path / "none.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=server_env(),
+    )
     assert run.returncode == 0, run.stderr
     found = re.search(r"health=(\w+)", run.stderr)
     assert found, run.stderr
     return found.group(1)
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_load_32_clients_x_20_requests_all_answered_as_alone_and_watchdog_reads_busy_then_idle(server, tmp_path):
     clients, per_client, distinct = 32, 20, 40
-    texts = _texts("load", distinct * 10)
-    bodies = [_body(1000 + j, [None if j % 5 == 0 and i == 9 else texts[j * 10 + i] for i in range(10)])
-              for j in range(distinct)]
+    texts = review_texts("load", distinct * 10)
+    bodies = [
+        _body(1000 + j, [None if j % 5 == 0 and i == 9 else texts[j * 10 + i] for i in range(10)])
+        for j in range(distinct)
+    ]
     before = server.health()
 
     def client_run(c: int) -> list[tuple[int, int, dict | str]]:
@@ -242,7 +233,7 @@ def test_load_32_clients_x_20_requests_all_answered_as_alone_and_watchdog_reads_
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         runs = [pool.submit(client_run, c) for c in range(clients)]
-        _wait_for(lambda: server.health()["requests_in_flight"] > 0, 60, "requests in flight")
+        wait_for(lambda: server.health()["requests_in_flight"] > 0, 60, "requests in flight")
         during = _watchdog(server, tmp_path, "during")
         answers = [r for run in runs for r in run.result(timeout=300)]
     seconds = time.perf_counter() - started
@@ -262,15 +253,18 @@ def test_load_32_clients_x_20_requests_all_answered_as_alone_and_watchdog_reads_
     print(f"\nload: {len(answers)} requests in {seconds:.1f} s, {batches} engine calls")
 
     assert during == "busy"
-    _wait_for(lambda: not server.health()["busy"], IDLE_AFTER + 30, "health to read idle")
+    wait_for(lambda: not server.health()["busy"], IDLE_AFTER + 30, "health to read idle")
     assert _watchdog(server, tmp_path, "after") == "idle"
 
 
 def test_sigterm_during_load_answers_requests_in_flight_then_exits_0(server):
     clients, per_client = 32, 20
-    texts = iter(_texts("sigterm", clients * per_client * 10))
-    bodies = {(c, i): _body(100000 + 100 * c + i, [next(texts) for _ in range(10)])
-              for c in range(clients) for i in range(per_client)}
+    texts = iter(review_texts("sigterm", clients * per_client * 10))
+    bodies = {
+        (c, i): _body(100000 + 100 * c + i, [next(texts) for _ in range(10)])
+        for c in range(clients)
+        for i in range(per_client)
+    }
     answered: dict[int, tuple[float, int, dict]] = {}
     lock = threading.Lock()
 
@@ -287,7 +281,7 @@ def test_sigterm_during_load_answers_requests_in_flight_then_exits_0(server):
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         runs = [pool.submit(client_run, c) for c in range(clients)]
-        _wait_for(lambda: server.health()["requests_in_flight"] >= 8, 60, "8 requests in flight")
+        wait_for(lambda: server.health()["requests_in_flight"] >= 8, 60, "8 requests in flight")
         signalled = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=120) == 0, server.log_text()[-3000:]

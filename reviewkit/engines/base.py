@@ -87,6 +87,11 @@ class Engine(abc.ABC):
     def check_alive(self) -> None:  # noqa: B027 - optional: engines that cannot tell stay silent
         """Raise :class:`EngineDeadError` if the engine can no longer answer."""
 
+    def engine_pids(self) -> list[int]:
+        """Process ids of the engine's own processes on this machine (an in-process engine's
+        engine core), which a watch may check for exits; none for an engine elsewhere."""
+        return []
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release the engine's processes, memory or connections."""

@@ -121,14 +121,22 @@ class LocalEngine(Engine):
         return [out.outputs[0].text for out in self._generate(prompts, params)]
 
     def engine_pids(self) -> list[int]:
-        """Process ids of vLLM's engine process(es) behind this engine (for checks and tests)."""
+        """Process ids of vLLM's engine process(es) behind this engine and their workers (for the
+        server's liveness watch and tests): vLLM's own list when it has one, else this process's
+        Python children."""
         import psutil
 
-        return [
-            p.pid
-            for p in psutil.Process().children(recursive=True)
-            if "python" in (p.name() or "").lower() or "VLLM" in (p.name() or "")
-        ]
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        manager = getattr(getattr(engine_core, "resources", None), "engine_manager", None)
+        processes = [p.pid for p in getattr(manager, "processes", ()) if p.pid is not None]
+        if processes:
+            found = []
+            for pid in processes:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    found += [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+            return found
+        return [p.pid for p in psutil.Process().children(recursive=True)
+                if "python" in (p.name() or "").lower() or "VLLM" in (p.name() or "")]
 
     def check_alive(self) -> None:
         if self.llm is None:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from reviewkit.engines.base import EngineDeadError
 from reviewkit.process_engine import load
-from reviewkit.scoring import SCORE, SENTIMENT, score_texts
+from reviewkit.scoring import SCORE, SENTIMENT, score_apart, score_texts
 
 log = logging.getLogger("reviewkit")
 
@@ -42,26 +42,22 @@ NO_TEXT = "no text"
 
 def score_rows(texts: Sequence[Any], score: Callable[[list[Any]], Any],
                check_alive: Callable[[], None] = lambda: None) -> tuple[list, list, list]:
-    """Sentiments, scores and errors of ``texts``; a row that fails scoring fails alone.
-
-    The whole batch is scored at once; if that raises (anything but a dead engine), the
-    batch is halved until the failing rows are found, so a bad row costs O(log n) extra
-    calls and every other row is still scored.
-    """
+    """Sentiments, scores and errors of ``texts``; a row that fails scoring fails alone
+    (:func:`reviewkit.scoring.score_apart`: the batch, then its halves, down to the culprits;
+    a dead engine raises). The engine is taken to work (it loaded and warmed up), so a batch
+    whose every row fails gets an error per row."""
     texts = list(texts)
-    try:
-        scored = score(texts)
-    except EngineDeadError:
-        raise
-    except Exception as exc:
-        check_alive()  # an engine dying mid-call may raise something else first
-        if len(texts) == 1:
-            return [None], [math.nan], [f"{type(exc).__name__}: {exc}"]
-        half = len(texts) // 2
-        first, second = score_rows(texts[:half], score, check_alive), score_rows(texts[half:], score, check_alive)
-        return first[0] + second[0], first[1] + second[1], first[2] + second[2]
-    sentiments = scored.sentiments()
-    return sentiments, scored.scores().tolist(), [NO_TEXT if s is None else None for s in sentiments]
+    found = score_apart(texts, score, check_alive, engine_works=True)
+    sentiments: list = [None] * len(texts)
+    scores: list = [math.nan] * len(texts)
+    errors: list = [None] * len(texts)
+    for row, exc in found.failed.items():
+        errors[row] = f"{type(exc).__name__}: {exc}"
+    for start, stop, scored in found.parts:
+        sentiments[start:stop] = scored.sentiments()
+        scores[start:stop] = scored.scores().tolist()
+        errors[start:stop] = [NO_TEXT if s is None else None for s in sentiments[start:stop]]
+    return sentiments, scores, errors
 
 
 class ReviewScorer:

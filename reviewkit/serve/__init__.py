@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["app", "run"]
+__all__ = ["Limits", "ThreadServer", "app", "run"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,8 +19,12 @@ def __getattr__(name: str) -> Any:
         from reviewkit.serve.application import app
 
         return app
-    if name == "run":
-        from reviewkit.serve.runner import run
+    if name in ("run", "ThreadServer"):
+        from reviewkit.serve import runner
 
-        return run
+        return getattr(runner, name)
+    if name == "Limits":
+        from reviewkit.serve.limits import Limits
+
+        return Limits
     raise AttributeError(f"module 'reviewkit.serve' has no attribute {name!r}")

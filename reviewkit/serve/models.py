@@ -8,14 +8,47 @@ set (``neutral_count`` with three classes), so the response models are built per
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-Id = int | str
+from reviewkit.scoring import unicode_problem
+
+
+def _valid_unicode(value: str) -> str:
+    """Refuse a lone surrogate (JSON ``"\\ud800"``): it cannot be scored, cached or echoed back as UTF-8."""
+    problem = unicode_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("unicode_invalid", problem)
+    return value
+
+
+def _id(value: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise PydanticCustomError("id_type", "an id is an integer or a string, not {value}", {"value": shown})
+    return _valid_unicode(value) if isinstance(value, str) else value
+
+
+#: Text the server can score and answer with: valid Unicode (422 naming the field otherwise).
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+#: An id: an integer or a string (``true`` or ``1.5`` is refused rather than read as 1).
+Id = Annotated[int | str, PlainValidator(_id), WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}]})]
 _LABEL = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -26,8 +59,9 @@ class Review(BaseModel):
 
     id: Id | None = Field(default=None, description="the review's id, echoed in the answer")
     restaurant_id: Id | None = Field(default=None, description="must match the request's, if both are given")
-    content: str | None = Field(
-        description="the review text; null, empty, blank or NaN is counted as unlabelled, without a model call")
+    content: Text | None = Field(
+        description="the review text; null, empty, blank or NaN is counted as unlabelled, without a model call"
+    )
 
     @field_validator("content", mode="before")
     @classmethod
@@ -39,11 +73,16 @@ class Review(BaseModel):
 class AnalyzeRequest(BaseModel):
     """The seed's ``POST /api/v1/sentiment/analyze`` body."""
 
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [
-        {"restaurant_id": 1, "reviews": [{"id": 1, "restaurant_id": 1, "content": "맛있어요!"}]}]})
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [{"restaurant_id": 1, "reviews": [{"id": 1, "restaurant_id": 1, "content": "맛있어요!"}]}]
+        },
+    )
 
     restaurant_id: Id | None = Field(
-        default=None, description="the restaurant; if left out, the one every review names")
+        default=None, description="the restaurant; if left out, the one every review names"
+    )
     reviews: list[Review]
 
 
@@ -59,14 +98,20 @@ class ReviewResult(BaseModel):
     id: Id | None = None
     sentiment: str | None = Field(description="the label; null when the review had no text")
     sentiment_score: float | None = Field(
-        description="calibrated probability of 'positive' (of the first label without one); null without text")
+        description="calibrated probability of 'positive' (of the first label without one); null without text"
+    )
 
 
 class Health(BaseModel):
     """``GET /health``: what the idle watchdog's ``--health-url`` reads (``busy``, ``last_activity``)."""
 
-    status: str = Field(description="ok, no_engine (not loaded) or engine_error (the last engine call failed)")
-    busy: bool = Field(description="requests in flight, or one finished less than idle_after_s ago")
+    status: str = Field(
+        description="ok; no_engine (not loaded); engine_error (the last engine call or check "
+        "failed); engine_dead (answered with 503: the server is exiting to be restarted)"
+    )
+    busy: bool = Field(
+        description="requests in flight, or one finished less than idle_after_s ago; never with a dead engine"
+    )
     last_activity: str | None = Field(description="ISO 8601 UTC time of the last analyze request, null if none")
     model: str | None
     engine_loaded: bool
@@ -76,6 +121,9 @@ class Health(BaseModel):
     engine_batches: int = Field(description="engine calls made; fewer than requests when requests were batched")
     idle_after_s: float
     uptime_s: float
+    detail: str | None = Field(default=None, description="why the status is engine_error or engine_dead")
+    queued_reviews: int = Field(default=0, description="reviews waiting for the engine")
+    queue_limit: int | None = Field(default=None, description="over this many queued reviews a request gets 503")
 
 
 def check_labels(labels: Sequence[str]) -> tuple[str, ...]:

@@ -117,14 +117,23 @@ def read_time(value: Any, now: float) -> float:
     return stamp
 
 
-def get_json(url: str, headers: dict[str, str], timeout: float) -> Any:
-    """GET ``url`` as JSON; every failure is a :class:`SignalError` without the query string."""
+def get_json(url: str, headers: dict[str, str], timeout: float, *, answers: tuple[int, ...] = ()) -> Any:
+    """GET ``url`` as JSON; every failure is a :class:`SignalError` without the query string.
+
+    ``answers``: error statuses whose JSON body is an answer too (reviewkit serve's ``/health``
+    says 503 ``engine_dead`` with ``busy: false``).
+    """
     request = urllib.request.Request(url, headers={"Accept": "application/json", **headers})
     bare = url.split("?")[0]
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
     except urllib.error.HTTPError as exc:
+        if exc.code in answers:
+            try:
+                return json.loads(exc.read())
+            except (OSError, ValueError):
+                pass
         raise SignalError(f"HTTP {exc.code} from {bare}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -140,7 +149,8 @@ def ago(when: float, now: float) -> str:
 
 
 class HealthSignal:
-    """The seed's ``/health`` endpoint: JSON with ``busy`` and/or ``last_activity``."""
+    """The seed's ``/health`` endpoint: JSON with ``busy`` and/or ``last_activity``, also with status 503
+    (a server whose engine died answers 503 with ``busy: false``: idle, so its pod is not billed forever)."""
 
     name = "health"
     fix = "check that --health-url answers JSON with 'busy' or 'last_activity', or drop --health-url"
@@ -151,7 +161,7 @@ class HealthSignal:
 
     def read(self, since: float) -> Reading:
         try:
-            data = get_json(self.url, {}, self.timeout)
+            data = get_json(self.url, {}, self.timeout, answers=(503,))
         except SignalError as exc:
             return Reading(self.name, UNKNOWN, str(exc))
         if not isinstance(data, dict):

@@ -276,6 +276,11 @@ def test_health_signal(health: tuple[str, dict[str, Any]]) -> None:
         assert signal.read(since=now - 60).status == expected, body
     box.update(status=500, body={"busy": False})
     assert signal.read(since=now).status == UNKNOWN
+    # reviewkit serve with a dead engine: 503, JSON, not busy (it exits to be restarted): idle, not unknown.
+    box.update(status=503, body={"status": "engine_dead", "busy": False, "last_activity": now - 500})
+    assert signal.read(since=now).status == IDLE
+    box.update(status=503, body="Service Unavailable")  # uvicorn's own 503 (connection limit): no answer
+    assert signal.read(since=now).status == UNKNOWN
     assert HealthSignal("http://127.0.0.1:9/health", timeout=1).read(since=now).status == UNKNOWN
 
 
