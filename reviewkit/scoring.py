@@ -135,15 +135,17 @@ def score_apart(items: Sequence[T], score: Callable[[list[T]], R],
     first) propagates, and so does a failure that every part repeats once the batch is cut
     in :data:`SYSTEMIC_PARTS` parts (the engine's failure: at most 15 calls, not 2n), or
     that no part escapes (nothing scored: no proof that the items are to blame, unless the
-    caller knows the engine works, ``engine_works``).
+    caller knows the engine works, ``engine_works``). A single item is tried twice before it
+    is blamed, so a passing hiccup of the engine or its connection costs no row.
     """
     items = list(items)
     parts: list[tuple[int, int, R]] = []
     failed: dict[int, Exception] = {}
     level = [(0, len(items))] if items else []
     first_error: Exception | None = None
+    tried_alone: set[int] = set()
     while level:
-        again, scored = [], 0
+        again, alone_again, scored = [], [], 0
         for start, stop in level:
             try:
                 parts.append((start, stop, score(items[start:stop])))
@@ -154,14 +156,17 @@ def score_apart(items: Sequence[T], score: Callable[[list[T]], R],
                 if check_alive is not None:
                     check_alive()
                 first_error = first_error or exc
-                if stop - start == 1:
+                if stop - start > 1:
+                    again.append((start, stop))
+                elif start in tried_alone:
                     failed[start] = exc
                 else:
-                    again.append((start, stop))
+                    tried_alone.add(start)
+                    alone_again.append((start, stop))
         if len(level) >= SYSTEMIC_PARTS and not scored and first_error is not None:
             raise first_error
         level = [half for start, stop in again
-                 for half in ((start, (start + stop) // 2), ((start + stop) // 2, stop))]
+                 for half in ((start, (start + stop) // 2), ((start + stop) // 2, stop))] + alone_again
     if first_error is not None and not parts and not engine_works:
         raise first_error
     parts.sort(key=lambda part: part[0])
