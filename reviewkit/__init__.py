@@ -8,6 +8,7 @@ nor pandas, so the watchdog (``reviewkit.watchdog``) runs where only ``runpod`` 
     engine = reviewkit.load()                 # once per kernel; a re-run returns at once
     out = reviewkit.analyze(df, text="content")
     scored = reviewkit.score_texts(["맛있어요!", "cold food"])   # the same scoring on a list
+    out = reviewkit.analyze(df, aspects=True)  # + aspect_taste ... aspect_wait: why, not just how
     reviewkit.summarize(out, by="restaurant_id")
     df.reviewkit.analyze()                    # the same, as a DataFrame accessor
 """
@@ -35,6 +36,11 @@ _LAZY = {
     "resolve_settings": "reviewkit.settings",
     "analyze": "reviewkit.analysis",
     "score_texts": "reviewkit.analysis",
+    "score_aspects": "reviewkit.aspects",
+    "ScoredAspects": "reviewkit.aspects",
+    "Aspect": "reviewkit.aspect_prompts",
+    "AspectError": "reviewkit.aspect_prompts",
+    "ASPECTS": "reviewkit.aspect_prompts",
     "ScoredTexts": "reviewkit.scoring",
     "RunStats": "reviewkit.runstats",
     "last_run": "reviewkit.runstats",
@@ -50,7 +56,9 @@ _LAZY = {
     "activity": "reviewkit.activity",
     "sample_reviews": "reviewkit.samples",
     "varied_reviews": "reviewkit.samples",
+    "aspect_reviews": "reviewkit.samples",
     "plot_summary": "reviewkit.plots",
+    "plot_aspects": "reviewkit.plots",
     "ray": "reviewkit.ray",
 }
 
@@ -59,14 +67,16 @@ __all__ = sorted(_LAZY) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from reviewkit import activity, cost, evaluation, prompts, ray, scoring
     from reviewkit.analysis import analyze, score_texts
+    from reviewkit.aspect_prompts import ASPECTS, Aspect, AspectError
+    from reviewkit.aspects import ScoredAspects, score_aspects
     from reviewkit.cache import ResultCache, cache_info
     from reviewkit.engines.base import Engine, EngineDeadError
     from reviewkit.engines.local import EngineLoadError, LocalEngine
-    from reviewkit.plots import plot_summary
+    from reviewkit.plots import plot_aspects, plot_summary
     from reviewkit.process_engine import EngineSettingsMismatch, connect, current_engine, load, unload
     from reviewkit.prompts import PromptTemplate
     from reviewkit.runstats import RunStats, last_run
-    from reviewkit.samples import sample_reviews, varied_reviews
+    from reviewkit.samples import aspect_reviews, sample_reviews, varied_reviews
     from reviewkit.scoring import ScoredTexts
     from reviewkit.seed_api import SentimentAnalyzer
     from reviewkit.settings import EngineSettings, resolve_settings

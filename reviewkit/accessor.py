@@ -8,7 +8,7 @@ and an IDE show them; each passes them on unchanged.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 
@@ -31,13 +31,15 @@ class ReviewkitAccessor:
     def analyze(self, text: str = "content", *, labels: Sequence[str] = DEFAULT_LABELS,
                 prompt: PromptTemplate | dict[str, PromptTemplate] | None = None, engine: Engine | None = None,
                 cache: bool | ResultCache = True, calibrate_scores: bool = True,
-                chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = True) -> pd.DataFrame:
+                chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = True, aspects: Any = None,
+                mention: str = "words") -> pd.DataFrame:
         """``reviewkit.analyze(df, text, ...)``: a copy with ``sentiment`` and ``sentiment_score``
-        columns (see :func:`reviewkit.analyze` for every argument)."""
+        columns, and ``aspect_<name>`` ones with ``aspects=`` (see :func:`reviewkit.analyze`)."""
         from reviewkit import analysis  # at call time: this module is imported while pandas loads
 
         return analysis.analyze(self._df, text, labels=labels, prompt=prompt, engine=engine, cache=cache,
-                       calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
+                       calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress,
+                                aspects=aspects, mention=mention)
 
     def summarize(self, by: str | list[str] = "restaurant_id", *, sentiment: str = SENTIMENT,
                   score: str = SCORE) -> pd.DataFrame:

@@ -15,6 +15,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from reviewkit import scoring
+from reviewkit.aspect_prompts import Aspect, AspectError, aspect_columns, resolve_aspects
+from reviewkit.aspects import ScoredAspects, aspect_frame_columns, score_aspects
 from reviewkit.cache import ResultCache
 from reviewkit.engines.base import Engine
 from reviewkit.process_engine import default_engine
@@ -33,6 +35,8 @@ def analyze(
     calibrate_scores: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
+    aspects: Any = None,
+    mention: str = "words",
 ) -> pd.DataFrame:
     """Return a copy of ``df`` with ``sentiment`` and ``sentiment_score`` columns.
 
@@ -49,6 +53,19 @@ def analyze(
         calibrate_scores: divide out the prompt's content-free lean towards a label.
         chunk_size: reviews per engine call; an interrupt keeps the finished chunks in the cache.
         progress: show a progress bar (a widget in notebooks).
+        aspects: None (default) for none; ``True`` for taste, service, price, portion and wait
+            (맛, 서비스, 가격, 양, 웨이팅); a list of those names; or custom
+            :class:`~reviewkit.Aspect` objects (a name, and a description in Korean and English).
+            Adds ``aspect_<name>``, a Categorical of ``positive``/``negative``/``none`` (not
+            mentioned), NaN without text, and ``aspect_<name>_score``, the calibrated probability
+            that a mentioned aspect is positive (NaN where it is not mentioned). The overall
+            columns are the same with or without aspects.
+        mention: how an aspect counts as mentioned: ``"words"`` (its words in the review, then
+            the model asked positive or negative: the default, the embedded model's best) or
+            ``"model"`` (the model asked positive / negative / none: for a pod's larger model).
+
+    Wide columns, one pair per aspect, keep one row per review in ``df``'s index and order, as
+    the overall columns do; ``reviewkit.summarize`` reads them per restaurant.
 
     ``sentiment`` is a Categorical of ``labels``; ``sentiment_score`` is the calibrated
     probability of ``"positive"`` (of the first label if there is no ``"positive"``). Rows
@@ -60,12 +77,20 @@ def analyze(
     values included. Figures of the run: ``reviewkit.last_run()``.
     """
     check_frame(df, text)
+    chosen = _aspects_for(aspects, labels, text)
     scored = _score(df[text].tolist(), engine=engine, labels=labels, prompt=prompt, cache=cache,
                     calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
     _warn_unscored(scored, "index", df.index.tolist())
     out = df.copy()
     out[SENTIMENT] = pd.Categorical(scored.sentiments(), categories=list(scored.labels))
     out[SCORE] = scored.scores()
+    if chosen:
+        found = _score_aspects(df[text].tolist(), engine=engine, aspects=chosen, mention=mention, cache=cache,
+                               calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
+        _warn_unscored(found, "index", df.index.tolist())
+        for column, values in aspect_frame_columns(found).items():
+            out[column] = values
+        scored.stats.aspect_pass = found.stats
     return out
 
 
@@ -92,13 +117,29 @@ def score_texts(
     return scored
 
 
+def _aspects_for(aspects: Any, labels: Sequence[str], text: str) -> tuple[Aspect, ...]:
+    """The aspects asked for, refused before any scoring when one cannot be asked."""
+    chosen = resolve_aspects(aspects, labels=[str(label).strip() for label in labels])
+    taken = [column for a in chosen for column in aspect_columns(a) if column in (text, SENTIMENT, SCORE)]
+    if taken:
+        raise AspectError(f"aspect column {taken[0]!r} would overwrite the column {taken[0]!r} that analyze "
+                          "reads or writes; rename the aspect")
+    return chosen
+
+
+def _score_aspects(texts: Sequence[Any], *, engine: Engine | None, **options: Any) -> ScoredAspects:
+    if engine is None and scoring.needs_engine(texts):
+        engine = default_engine()
+    return score_aspects(texts, engine, **options)
+
+
 def _score(texts: Sequence[Any], *, engine: Engine | None, **options: Any) -> ScoredTexts:
     if engine is None and scoring.needs_engine(texts):
         engine = default_engine()
     return scoring.score_texts(texts, engine, isolate_rows=True, **options)
 
 
-def _warn_unscored(scored: ScoredTexts, where: str, names: Sequence[Any], shown: int = 10) -> None:
+def _warn_unscored(scored: ScoredTexts | ScoredAspects, where: str, names: Sequence[Any], shown: int = 10) -> None:
     """One warning for all the rows that could not be scored: which (up to ``shown``) and why."""
     if not scored.errors:
         return

@@ -63,3 +63,25 @@ def accuracy(predicted: pd.Series | list, gold: pd.Series | list) -> Accuracy:
     if len(predicted) != len(gold):
         raise ValueError(f"{len(predicted)} predictions for {len(gold)} gold labels")
     return Accuracy(sum(str(p) == str(g) for p, g in zip(predicted, gold)), len(gold))
+
+
+def aspect_accuracy(predicted: pd.DataFrame, gold: pd.DataFrame, aspects: list[str]) -> dict[str, Accuracy]:
+    """Aspect figures over the cells (review × aspect) of ``predicted`` (``aspect_<name>``
+    columns of ``analyze(aspects=...)``) against ``gold`` (one ``<name>`` column per aspect of
+    ``positive``/``negative``/``none``), rows aligned by position:
+
+    ``cells``: the label of every cell; ``mention``: mentioned or not (``none``);
+    ``polarity``: positive vs negative on the cells the gold mentions (a ``none`` prediction
+    there counts as wrong); ``majority``: ``none`` everywhere, the baseline to beat.
+    """
+    if len(predicted) != len(gold):
+        raise ValueError(f"{len(predicted)} predicted rows for {len(gold)} gold rows")
+    pred = [str(v) for a in aspects for v in predicted[f"aspect_{a}"].astype("object")]
+    true = [str(v) for a in aspects for v in gold[a]]
+    mentioned = [(p, t) for p, t in zip(pred, true) if t != "none"]
+    return {
+        "cells": accuracy(pred, true),
+        "mention": accuracy([p != "none" for p in pred], [t != "none" for t in true]),
+        "polarity": accuracy([p for p, _ in mentioned], [t for _, t in mentioned]),
+        "majority": accuracy(["none"] * len(true), true),
+    }

@@ -177,3 +177,60 @@ def plot_watchdog_timeline(records: Any, *, stop_time: float | None = None,
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
     return ax.figure
+
+
+def korean_font() -> str | None:
+    """An installed font family with Hangul (Noto Sans CJK, Nanum, Malgun...), or None.
+
+    matplotlib's default DejaVu Sans has no Hangul, so Korean names would draw as boxes.
+    """
+    from matplotlib import font_manager
+
+    wanted = ("Noto Sans CJK KR", "Noto Sans CJK JP", "Noto Sans KR", "NanumGothic", "Malgun Gothic",
+              "AppleGothic", "Noto Sans CJK SC", "Droid Sans Fallback")
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    return next((name for name in wanted if name in installed), None)
+
+
+def plot_aspects(summary: pd.DataFrame, *, ax: Axes | None = None,
+                 title: str = "Aspects per restaurant: positive share of mentions") -> Figure:
+    """A heatmap of groups × aspects: colour is the positive share of an aspect's mentions
+    (red 0 % to green 100 %; grey where none), each cell is written with its share and the
+    number of mentions (``n``).
+
+    ``summary`` is a :func:`reviewkit.summarize` result of an ``analyze(aspects=...)`` frame.
+    Korean group names are drawn with an installed Hangul font (:func:`korean_font`).
+    """
+    import numpy as np
+
+    names = [c[:-len("_positive_share")] for c in summary.columns if str(c).endswith("_positive_share")]
+    if not names:
+        raise KeyError("summary has no aspect columns: pass reviewkit.summarize() of analyze(..., aspects=True)")
+    shares = summary[[f"{n}_positive_share" for n in names]].to_numpy(dtype=float)
+    mentions = summary[[f"{n}_mentions" for n in names]].to_numpy(dtype=int)
+    ax = _axes(ax, (1.3 * len(names) + 3.0, 0.55 * len(summary) + 1.8))
+    cmap = _share_colormap()
+    image = ax.imshow(np.ma.masked_invalid(shares), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    font = korean_font()
+    for i in range(shares.shape[0]):
+        for j in range(shares.shape[1]):
+            share = shares[i, j]
+            text = "–" if np.isnan(share) else f"{share:.0%}"
+            ax.text(j, i, f"{text}\nn={mentions[i, j]}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(summary)), [_label(k) for k in summary.index],
+                  **({"fontfamily": font} if font else {}))
+    keys = [n for n in summary.index.names if n]
+    ax.set_ylabel(" · ".join(keys) if keys else "group")
+    ax.set_xlabel("aspect")
+    ax.set_title(title)
+    ax.figure.colorbar(image, ax=ax, label="positive share of mentions", format=lambda v, _: f"{v:.0%}")
+    return ax.figure
+
+
+def _share_colormap() -> Any:
+    from matplotlib.colors import LinearSegmentedColormap
+
+    cmap = LinearSegmentedColormap.from_list("share", [NEGATIVE_COLOR, "#f4f1de", POSITIVE_COLOR])
+    cmap.set_bad("#d9d9d9")
+    return cmap

@@ -32,6 +32,9 @@ class RunStats:
     remote_requests: int = 0
     remote_retries: int = 0
     remote_wait_seconds: float = 0.0
+    # ``analyze(aspects=...)``: the aspect questions' own figures (``rows`` are reviews,
+    # ``computed``/``cached`` are questions, ``label_counts`` are mentions per aspect).
+    aspect_pass: RunStats | None = None
 
     @property
     def reviews_per_s(self) -> float:
@@ -72,6 +75,11 @@ class RunStats:
         if self.remote_requests:
             line += (f", {self.remote_requests} requests, {self.remote_retries} retries, "
                      f"{self.remote_wait_seconds:.1f} s waiting")
+        if self.aspect_pass is not None:
+            a = self.aspect_pass
+            hits = "n/a" if a.prompt_tokens == 0 else f"{a.prefix_cache_hit_rate:.0%}"
+            line += (f" | aspects: {a.computed} questions computed, {a.cached} cached, {a.seconds:.2f} s, "
+                     f"prefix-cache hits {hits}")
         return line
 
     def add_engine_figures(self, figures: Any, before: tuple[int, int, float]) -> None:

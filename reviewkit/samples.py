@@ -37,3 +37,21 @@ def varied_reviews(n: int, seed: int = 0) -> pd.DataFrame:
         pool = sentences[rng.choice(["ko", "en"])]
         texts[" ".join(rng.sample(pool, rng.randint(1, 3)))] = None
     return pd.DataFrame({"content": list(texts)})
+
+
+def aspect_reviews(part: str | None = None) -> pd.DataFrame:
+    """240 hand-labelled restaurant reviews (120 Korean, 120 English) for aspect accuracy.
+
+    Columns ``id``, ``language``, ``split``, ``text`` and one per aspect (``taste``,
+    ``service``, ``price``, ``portion``, ``wait``: ``positive``/``negative``/``none``).
+    ``split`` was fixed once, before any prompt choice (alternate rows per language):
+    aspect words and prompts are chosen on ``"selection"``, figures are measured on
+    ``"evaluation"``. ``part`` picks one of them; None gives all rows.
+    """
+    with files("reviewkit").joinpath("data/aspect_reviews.csv").open("rb") as f:
+        df = pd.read_csv(f, keep_default_na=False)
+    if part is None:
+        return df
+    if part not in ("selection", "evaluation"):
+        raise ValueError(f"part must be 'selection', 'evaluation' or None, got {part!r}")
+    return df[df["split"] == part].reset_index(drop=True)

@@ -184,6 +184,7 @@ def score_texts(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
     isolate_rows: bool = False,
+    record: bool = True,
 ) -> ScoredTexts:
     """Score ``texts`` (any values; see :func:`clean_text`) and return them in input order.
 
@@ -204,6 +205,8 @@ def score_texts(
             ``ScoredTexts.errors``, and the others are scored; False raises instead
             (:class:`UnscorableText` for invalid Unicode), for callers that isolate
             failures themselves. A dead engine raises either way.
+        record: make this run ``reviewkit.last_run()`` (False for a pass inside another run,
+            such as the aspect pass of ``analyze``).
 
     Duplicate texts are scored once. The run's figures are recorded for
     ``reviewkit.last_run()`` and logged in the seed's style.
@@ -256,7 +259,8 @@ def score_texts(
     found = result.sentiments()
     stats.label_counts = {label: found.count(label) for label in labels}
     stats.seconds = time.perf_counter() - started
-    runstats.record(stats)
+    if record:
+        runstats.record(stats)
     return result
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from reviewkit.aspect_prompts import ASPECT_LABELS
 from reviewkit.scoring import SCORE, SENTIMENT
 
 SUMMARY_COLUMNS = ["total", "labelled", "unlabelled", "positive", "negative",
@@ -18,6 +19,12 @@ def summarize(df: pd.DataFrame, by: str | list[str] = "restaurant_id", *,
     apart so that ratios are over ``labelled`` rows. One ``<label>`` count column per
     label of the Categorical (``neutral`` too when it was asked for); ``mean_score`` is
     the mean probability of positive. Groups keep pandas' sorted order.
+
+    When ``analyze(aspects=...)`` columns are present, per aspect ``<name>_mentions`` (reviews
+    that mention it), ``<name>_negative`` (those negative about it) and
+    ``<name>_positive_share`` (positive share of its mentions, NaN without any), and
+    ``top_negative_aspect``: the aspect with the most negative mentions, the one that drives the
+    group's negatives (ties go to the aspect listed first; NaN when no aspect is negative).
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"summarize() needs a pandas DataFrame, got {type(df).__name__}")
@@ -44,4 +51,36 @@ def summarize(df: pd.DataFrame, by: str | list[str] = "restaurant_id", *,
     out["negative_ratio"] = out["negative"] / labelled
     out["mean_score"] = grouped[score].mean()
     extra = [label for label in labels if label not in ("positive", "negative")]
-    return out[SUMMARY_COLUMNS[:5] + extra + SUMMARY_COLUMNS[5:]]
+    out = out[SUMMARY_COLUMNS[:5] + extra + SUMMARY_COLUMNS[5:]]
+    return _with_aspects(out, df, keys)
+
+
+def aspect_names(df: pd.DataFrame) -> list[str]:
+    """The aspects whose ``analyze(aspects=...)`` columns ``df`` holds, in column order."""
+    names = []
+    for column in df.columns:
+        if isinstance(column, str) and column.startswith("aspect_") and not column.endswith("_score") \
+                and isinstance(df[column].dtype, pd.CategoricalDtype) \
+                and set(df[column].cat.categories) == set(ASPECT_LABELS):
+            names.append(column[len("aspect_"):])
+    return names
+
+
+def _with_aspects(out: pd.DataFrame, df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    names = aspect_names(df)
+    if not names:
+        return out
+    grouped = df.groupby(keys, sort=True, dropna=False, observed=True)
+    negatives = {}
+    for name in names:
+        column = df[f"aspect_{name}"].astype("object")
+        mentions = grouped[f"aspect_{name}"].agg(lambda c: int(c.isin(["positive", "negative"]).sum()))
+        positive = column.eq("positive").groupby([df[k] for k in keys], dropna=False).sum()
+        negative = column.eq("negative").groupby([df[k] for k in keys], dropna=False).sum()
+        out[f"{name}_mentions"] = mentions.astype("int64")
+        out[f"{name}_negative"] = negative.reindex(out.index).astype("int64")
+        out[f"{name}_positive_share"] = positive.reindex(out.index) / mentions.where(mentions > 0)
+        negatives[name] = out[f"{name}_negative"]
+    counts = pd.DataFrame(negatives)
+    out["top_negative_aspect"] = counts.idxmax(axis=1).where(counts.max(axis=1) > 0)
+    return out
