@@ -77,17 +77,17 @@ def analyze(
     values included. Figures of the run: ``reviewkit.last_run()``.
     """
     check_frame(df, text)
-    chosen = _aspects_for(aspects, labels, text)
+    chosen = check_aspects(aspects, labels, text)
     scored = _score(df[text].tolist(), engine=engine, labels=labels, prompt=prompt, cache=cache,
                     calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
-    _warn_unscored(scored, "index", df.index.tolist())
+    warn_unscored(scored, "index", df.index.tolist())
     out = df.copy()
     out[SENTIMENT] = pd.Categorical(scored.sentiments(), categories=list(scored.labels))
     out[SCORE] = scored.scores()
     if chosen:
         found = _score_aspects(df[text].tolist(), engine=engine, aspects=chosen, mention=mention, cache=cache,
                                calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
-        _warn_unscored(found, "index", df.index.tolist())
+        warn_unscored(found, "index", df.index.tolist())
         for column, values in aspect_frame_columns(found).items():
             out[column] = values
         scored.stats.aspect_pass = found.stats
@@ -113,11 +113,11 @@ def score_texts(
     """
     scored = _score(texts, engine=engine, labels=labels, prompt=prompt, cache=cache,
                     calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
-    _warn_unscored(scored, "position", range(len(scored.probs)))
+    warn_unscored(scored, "position", range(len(scored.probs)))
     return scored
 
 
-def _aspects_for(aspects: Any, labels: Sequence[str], text: str) -> tuple[Aspect, ...]:
+def check_aspects(aspects: Any, labels: Sequence[str], text: str) -> tuple[Aspect, ...]:
     """The aspects asked for, refused before any scoring when one cannot be asked."""
     chosen = resolve_aspects(aspects, labels=[str(label).strip() for label in labels])
     taken = [column for a in chosen for column in aspect_columns(a) if column in (text, SENTIMENT, SCORE)]
@@ -139,7 +139,7 @@ def _score(texts: Sequence[Any], *, engine: Engine | None, **options: Any) -> Sc
     return scoring.score_texts(texts, engine, isolate_rows=True, **options)
 
 
-def _warn_unscored(scored: ScoredTexts | ScoredAspects, where: str, names: Sequence[Any], shown: int = 10) -> None:
+def warn_unscored(scored: ScoredTexts | ScoredAspects, where: str, names: Sequence[Any], shown: int = 10) -> None:
     """One warning for all the rows that could not be scored: which (up to ``shown``) and why."""
     if not scored.errors:
         return
