@@ -72,7 +72,8 @@ def aspect_accuracy(predicted: pd.DataFrame, gold: pd.DataFrame, aspects: list[s
 
     ``cells``: the label of every cell; ``mention``: mentioned or not (``none``);
     ``polarity``: positive vs negative on the cells the gold mentions (a ``none`` prediction
-    there counts as wrong); ``majority``: ``none`` everywhere, the baseline to beat.
+    there counts as wrong); ``polarity_found``: the same on the cells both mention (the
+    polarity step alone); ``majority``: ``none`` everywhere, the baseline to beat.
     """
     if len(predicted) != len(gold):
         raise ValueError(f"{len(predicted)} predicted rows for {len(gold)} gold rows")
@@ -83,5 +84,6 @@ def aspect_accuracy(predicted: pd.DataFrame, gold: pd.DataFrame, aspects: list[s
         "cells": accuracy(pred, true),
         "mention": accuracy([p != "none" for p in pred], [t != "none" for t in true]),
         "polarity": accuracy([p for p, _ in mentioned], [t for _, t in mentioned]),
+        "polarity_found": accuracy([p for p, t in mentioned if p != "none"], [t for p, t in mentioned if p != "none"]),
         "majority": accuracy(["none"] * len(true), true),
     }

@@ -184,3 +184,32 @@ def test_plot_aspects_draws_shares_and_counts_with_a_hangul_font():
     assert all(t.get_fontfamily() == [font] for t in ticks)
     with pytest.raises(KeyError, match="no aspect columns"):
         plot_aspects(summarize(_analyzed()[["restaurant", "sentiment", "sentiment_score"]], by="restaurant"))
+
+
+def test_aspect_accuracy_counts_cells_mentions_and_polarity():
+    from reviewkit.evaluation import aspect_accuracy
+
+    gold = pd.DataFrame({"taste": ["positive", "negative", "none"], "wait": ["none", "negative", "positive"]})
+    predicted = pd.DataFrame({
+        "aspect_taste": pd.Categorical(["positive", "positive", "none"]),
+        "aspect_wait": pd.Categorical(["none", "none", "positive"]),
+    })
+    found = aspect_accuracy(predicted, gold, ["taste", "wait"])
+    assert (found["cells"].correct, found["cells"].total) == (4, 6)
+    assert (found["mention"].correct, found["mention"].total) == (5, 6)
+    assert (found["polarity"].correct, found["polarity"].total) == (2, 4)  # the missed mention counts as wrong
+    assert (found["polarity_found"].correct, found["polarity_found"].total) == (2, 3)
+    assert (found["majority"].correct, found["majority"].total) == (2, 6)
+    with pytest.raises(ValueError, match="3 gold rows"):
+        aspect_accuracy(predicted.iloc[:2], gold, ["taste"])
+
+
+def test_the_labelled_aspect_set_is_split_once_and_balanced():
+    data = reviewkit.aspect_reviews()
+    assert len(data) == 240 and data["id"].is_unique and data["text"].is_unique
+    assert data.groupby(["language", "split"]).size().tolist() == [60, 60, 60, 60]
+    for name in ("taste", "service", "price", "portion", "wait"):
+        assert set(data[name]) == {"positive", "negative", "none"}
+    assert len(reviewkit.aspect_reviews("evaluation")) == 120
+    with pytest.raises(ValueError, match="part must be"):
+        reviewkit.aspect_reviews("test")
