@@ -73,6 +73,7 @@ class References:
     remote_bad_frame: pd.DataFrame
     remote_bad: pd.DataFrame  # analyze(remote_bad_frame)
     ray: pd.DataFrame         # analyze(ray_with_bad_rows())
+    ray_aspects: pd.DataFrame  # analyze(ray_with_bad_rows(), aspects=True)
 
 
 def compute() -> References:
@@ -88,6 +89,7 @@ def compute() -> References:
         long = reviewkit.score_texts([LONG_REVIEW], cache=False, progress=False)
         bad_out = reviewkit.analyze(bad, text="content", cache=False, progress=False)
         ray = reviewkit.analyze(ray_with_bad_rows(), cache=False, progress=False)
+        ray_aspects = reviewkit.analyze(ray_with_bad_rows(), aspects=True, cache=False, progress=False)
     finally:
         reviewkit.unload()
-    return References(texts, scored, stats, long, bad, bad_out, ray)
+    return References(texts, scored, stats, long, bad, bad_out, ray, ray_aspects)

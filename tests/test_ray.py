@@ -1,6 +1,6 @@
 """reviewkit.ray on a local Ray cluster (2 CPUs, no dashboard) whose one actor holds the real
-embedded engine: the same scores as in-process analyze, order kept, bad rows, refused ids,
-an interrupted run resumed, an engine killed mid-run. One cluster for the whole module;
+embedded engine: the same scores and aspect labels as in-process analyze, order kept, bad
+rows, refused ids, an interrupted run resumed, an engine killed mid-run. One cluster for the whole module;
 every analyze call starts one actor (one engine load, ~40 s), so the calls are few. The
 actors' engines run in float32, as the session's in-process reference (tests/references.py).
 The interrupt and the kill happen at a fixed point of the run: the source holds its later
@@ -19,6 +19,8 @@ import pytest
 from ray_gate import BLOCK_ROWS, gated_source
 from references import FLOAT32, RAY_N, ray_samples, ray_with_bad_rows
 from rk_support import ROOT
+
+from reviewkit.aspect_prompts import ASPECTS, aspect_columns
 
 pytestmark = pytest.mark.ray
 
@@ -59,7 +61,14 @@ def reference(references):
 
 
 @pytest.fixture(scope="module")
-def cluster(reference):
+def aspect_reference(reference):
+    """In-process ``analyze(aspects=True)`` of the same rows, on the session's float32 reference
+    engine (tests/references.py)."""
+    return reference.ray_aspects
+
+
+@pytest.fixture(scope="module")
+def cluster(reference, aspect_reference):
     import ray
 
     # The workers import this checkout, and tests/ray_gate.py for the gated source.
@@ -82,16 +91,33 @@ def _when(condition, action, stop: threading.Event) -> threading.Thread:
     return thread
 
 
-def test_dataframe_scores_match_in_process_analyze_in_order(cluster, reference):
+def test_dataframe_scores_and_aspects_match_in_process_analyze_in_order(cluster, reference, aspect_reference):
     import reviewkit.ray as rr
 
     df = ray_with_bad_rows()
     df.loc["unprintable"] = ["bad-object", _Unprintable()]  # in-process analyze would fail on it
-    out = rr.analyze(df, text="content", engine_options=EMBEDDED, batch_size=50)
+    out = rr.analyze(df, text="content", engine_options=EMBEDDED, batch_size=50, aspects=True)
 
     assert list(out.index) == list(df.index) and out["id"].tolist() == df["id"].tolist()
-    assert list(out.columns) == ["id", "content", "sentiment", "sentiment_score", "error"]
+    aspect_cols = [c for a in ASPECTS for c in aspect_columns(a)]
+    assert list(out.columns) == ["id", "content", "sentiment", "sentiment_score", *aspect_cols, "error"]
     assert list(out["sentiment"].cat.categories) == ["positive", "negative"]
+    # the aspects: analyze(aspects=True)'s columns, labels and scores, in order
+    got_aspects, want_aspects = out.iloc[:len(aspect_reference)], aspect_reference
+    assert list(want_aspects.columns[-len(aspect_cols):]) == aspect_cols
+    not_long = (got_aspects["id"] != "bad-long").to_numpy()  # its truncated prompt: see below
+    for a in ASPECTS:
+        label, score = aspect_columns(a)
+        assert got_aspects[label].dtype == want_aspects[label].dtype  # Categorical positive/negative/none
+        assert got_aspects[label].isna().tolist() == want_aspects[label].isna().tolist()
+        assert got_aspects[score].isna().tolist() == want_aspects[score].isna().tolist()
+        assert np.nanmax(np.abs(got_aspects[score] - want_aspects[score])[not_long], initial=0) < 1e-3, label
+        clear = (((want_aspects[score] - 0.5).abs() > 1e-3) | want_aspects[score].isna()).to_numpy() & not_long
+        assert (got_aspects[label].astype(object)[clear].fillna("NaN").tolist()
+                == want_aspects[label].astype(object)[clear].fillna("NaN").tolist()), label
+    mentioned = out[aspect_cols[0::2]].iloc[:len(reference)].isin(["positive", "negative"]).sum().sum()
+    assert mentioned >= 10  # aspects were asked (movie reviews: few mention a restaurant aspect)
+    assert out.set_index("id").loc["bad-object", aspect_cols[0::2]].isna().all()
     got, want = out.iloc[:len(reference)], reference
     assert got["sentiment_score"].isna().tolist() == want["sentiment_score"].isna().tolist()
     # The 10,000-character review is truncated to a ~2,000-token prompt, which vLLM prefills in

@@ -10,6 +10,7 @@ bad rows that fail alone, and a resumable Parquet output.
     ray.init()                                   # or RAY_ADDRESS=... for a running cluster
     out = reviewkit.ray.analyze(df, text="content", concurrency=4)     # DataFrame -> DataFrame
     reviewkit.ray.analyze("reviews/*.parquet", output="s3://bucket/scored/")   # resumable
+    reviewkit.ray.analyze(df, aspects=True)      # + analyze's aspect_<name> columns (score_aspects)
     print(reviewkit.ray.last_run())
 
 One module per part: :mod:`.run` (the driver: input, pipeline, results), :mod:`.actor`

@@ -2,7 +2,9 @@
 
 ``ReviewScorer`` is the callable class given to ``Dataset.map_batches``: Ray starts one per
 pool slot, each loads its engine once (``reviewkit.load``) and scores every batch it is sent
-with :func:`reviewkit.scoring.score_texts`, so labels and scores are ``analyze``'s.
+with :func:`reviewkit.scoring.score_texts`, so labels and scores are ``analyze``'s; asked for
+aspects, it then asks them with :func:`reviewkit.aspects.score_aspects`, as
+``analyze(aspects=...)`` does, and adds the same ``aspect_<name>`` columns.
 
 Failures are sorted by who can fix them. A bad row is this row's problem: it gets NaN and
 an ``error`` value and its batch goes on. A dead engine is the actor's problem: the actor
@@ -22,6 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from reviewkit.aspect_prompts import Aspect, aspect_columns
+from reviewkit.aspects import score_aspects
 from reviewkit.engines.base import EngineDeadError
 from reviewkit.process_engine import load
 from reviewkit.scoring import SCORE, SENTIMENT, score_apart, score_texts
@@ -29,6 +33,7 @@ from reviewkit.scoring import SCORE, SENTIMENT, score_apart, score_texts
 log = logging.getLogger("reviewkit")
 
 ERROR = "error"
+# The result columns without aspects (with them: :func:`result_types`).
 RESULT_COLUMNS = (SENTIMENT, SCORE, ERROR)
 RESULT_TYPES = {SENTIMENT: pa.string(), SCORE: pa.float64(), ERROR: pa.string()}
 #: Internal columns a DataFrame's rows travel with (dropped from every result).
@@ -38,6 +43,18 @@ PRESET_ERROR = "__reviewkit_error"
 WATCH_SECONDS = 1.0
 #: The ``error`` of a row with no text (NaN, None, empty, blank): no model call was made.
 NO_TEXT = "no text"
+#: The start of the ``error`` of a row whose overall label was scored and its aspects were not.
+ASPECT_ERROR = "aspects: "
+
+
+def result_types(aspects: Sequence[Aspect] = ()) -> dict[str, pa.DataType]:
+    """The result columns, in order: the overall two, each aspect's two (as ``analyze``'s), ``error``."""
+    types = {SENTIMENT: pa.string(), SCORE: pa.float64()}
+    for aspect in aspects:
+        label_column, score_column = aspect_columns(aspect)
+        types[label_column], types[score_column] = pa.string(), pa.float64()
+    types[ERROR] = pa.string()
+    return types
 
 
 def score_rows(texts: Sequence[Any], score: Callable[[list[Any]], Any],
@@ -60,22 +77,49 @@ def score_rows(texts: Sequence[Any], score: Callable[[list[Any]], Any],
     return sentiments, scores, errors
 
 
+def score_aspect_rows(texts: Sequence[Any], n_aspects: int, score: Callable[[list[Any]], Any],
+                      check_alive: Callable[[], None] = lambda: None) -> tuple[list, list, list]:
+    """Per aspect, the labels and scores of ``texts`` (``labels[j][row]``), and each row's error
+    (None if its aspects were answered or it has no text). ``score`` is ``score_aspects`` on a
+    list; a row fails alone as in :func:`score_rows` (a row ``score_aspects`` reports in its
+    ``errors``, or one that fails every call it is in); a dead engine raises."""
+    texts = list(texts)
+    found = score_apart(texts, score, check_alive, engine_works=True)
+    labels: list[list] = [[None] * len(texts) for _ in range(n_aspects)]
+    scores: list[list] = [[math.nan] * len(texts) for _ in range(n_aspects)]
+    errors: list = [None] * len(texts)
+    for row, exc in found.failed.items():
+        errors[row] = f"{type(exc).__name__}: {exc}"
+    for start, _stop, scored in found.parts:
+        for j in range(n_aspects):
+            for i, row_labels in enumerate(scored.labels):
+                labels[j][start + i] = row_labels[j]
+                scores[j][start + i] = float(scored.scores[i, j])
+        for i, why in scored.errors.items():
+            errors[start + i] = why
+    return labels, scores, errors
+
+
 class ReviewScorer:
     """One engine per actor; ``__call__`` scores one ``pyarrow.Table`` batch.
 
     ``mode`` says what a batch gives back: ``"return"`` (row positions and results, for a
     DataFrame), ``"append"`` (the batch with the result columns, for a lazy Dataset) or
     ``"write"`` (results written as a part file of ``output``; one summary row back).
+    ``aspects`` (resolved :class:`~reviewkit.Aspect` objects) and ``mention`` are
+    ``analyze``'s; no aspects, no aspect columns.
     """
 
     def __init__(self, *, engine_options: dict[str, Any], labels: tuple[str, ...], text: str,
                  id_column: str | None, mode: str, output: Any = None, cache: bool = False,
-                 figures: Any = None, run: str = "") -> None:
+                 figures: Any = None, run: str = "", aspects: tuple[Aspect, ...] = (),
+                 mention: str = "words") -> None:
         import ray
 
         started = time.perf_counter()
         self.engine = load(**engine_options)
         self.labels, self.text, self.id_column, self.mode = labels, text, id_column, mode
+        self.aspects, self.mention = tuple(aspects), mention
         self.output, self.cache, self.figures, self.run = output, cache, figures, run
         if output is not None:  # refuse to mix two models' scores in one folder
             output.claim_model(self.engine.model_id)
@@ -93,10 +137,20 @@ class ReviewScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
         self._busy.set()
+        texts = batch.column(self.text).to_pylist()
         try:
             self.engine.check_alive()
-            sentiments, scores, errors = score_rows(batch.column(self.text).to_pylist(), self._score,
-                                                    self.engine.check_alive)
+            sentiments, scores, errors = score_rows(texts, self._score, self.engine.check_alive)
+            results: dict[str, list] = {SENTIMENT: sentiments, SCORE: scores}
+            if self.aspects:
+                labels, aspect_scores, aspect_errors = score_aspect_rows(
+                    texts, len(self.aspects), self._score_aspects, self.engine.check_alive)
+                for j, aspect in enumerate(self.aspects):
+                    label_column, score_column = aspect_columns(aspect)
+                    results[label_column], results[score_column] = labels[j], aspect_scores[j]
+                # one error per row: the overall label's, else its aspects'
+                errors = [e if e is not None or a is None else ASPECT_ERROR + a
+                          for e, a in zip(errors, aspect_errors, strict=True)]
         except EngineDeadError as exc:
             self._exit_for_restart(exc)
         finally:
@@ -104,7 +158,7 @@ class ReviewScorer:
         if PRESET_ERROR in batch.column_names:  # rows the driver could not turn into text
             preset = batch.column(PRESET_ERROR).to_pylist()
             errors = [p if p is not None else e for p, e in zip(preset, errors, strict=True)]
-        results = {SENTIMENT: sentiments, SCORE: scores, ERROR: errors}
+        results[ERROR] = errors
         out = self._output(batch, results)
         if self.figures is not None:
             self.figures.finished_batch.remote(self.key, batch.num_rows, time.perf_counter() - started)
@@ -113,12 +167,17 @@ class ReviewScorer:
     def _score(self, texts: list[Any]) -> Any:
         return score_texts(texts, self.engine, labels=self.labels, cache=self.cache, progress=False)
 
+    def _score_aspects(self, texts: list[Any]) -> Any:
+        return score_aspects(texts, self.engine, aspects=self.aspects, mention=self.mention, cache=self.cache,
+                             progress=False)
+
     def _output(self, batch: pa.Table, results: dict[str, list]) -> pa.Table:
-        columns = {name: pa.array(values, type=RESULT_TYPES[name]) for name, values in results.items()}
+        types = result_types(self.aspects)
+        columns = {name: pa.array(results[name], type=kind) for name, kind in types.items()}
         if self.mode == "return":
             return pa.table({POSITION: batch.column(POSITION), **columns})
         if self.mode == "append":
-            kept = [n for n in batch.column_names if n not in RESULT_COLUMNS]
+            kept = [n for n in batch.column_names if n not in types]
             table = batch.select(kept)
             for name, array in columns.items():
                 table = table.append_column(name, array)

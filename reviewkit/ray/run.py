@@ -3,12 +3,15 @@
 It turns the input (a DataFrame, a Dataset, paths) into one Ray block per batch, maps the
 blocks through :class:`~reviewkit.ray.actor.ReviewScorer` actors, and collects the results
 (a DataFrame in the input's order, a lazy Dataset, or part files in an output folder, see
-:mod:`reviewkit.ray.parts`) and the run's figures (:mod:`reviewkit.ray.figures`).
+:mod:`reviewkit.ray.parts`) and the run's figures (:mod:`reviewkit.ray.figures`). With
+``aspects=`` the actors also ask :func:`reviewkit.aspects.score_aspects`, and the results
+carry ``analyze(aspects=...)``'s ``aspect_<name>`` columns.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -26,11 +29,12 @@ import pyarrow.compute as pc
 
 from reviewkit import activity
 from reviewkit.analysis import check_frame
+from reviewkit.aspect_prompts import ASPECT_LABELS, MENTION_MODES, Aspect, AspectError, resolve_aspects
 from reviewkit.prompts import DEFAULT_LABELS
-from reviewkit.ray.actor import ERROR, NO_TEXT, POSITION, PRESET_ERROR, ReviewScorer
+from reviewkit.ray.actor import ERROR, NO_TEXT, POSITION, PRESET_ERROR, ReviewScorer, result_types
 from reviewkit.ray.figures import RayRun, RunFigures
 from reviewkit.ray.parts import OutputFolder, drop_written
-from reviewkit.scoring import DEFAULT_CHUNK_SIZE, SCORE, SENTIMENT, clean_text
+from reviewkit.scoring import DEFAULT_CHUNK_SIZE, SENTIMENT, clean_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -70,6 +74,8 @@ def analyze(
     engine_options: dict[str, Any] | None = None,
     output: str | os.PathLike[str] | None = None,
     cache: bool = False,
+    aspects: Any = None,
+    mention: str = "words",
 ) -> pd.DataFrame | ray.data.Dataset | RayRun:
     """Score ``data`` on a Ray cluster, ``concurrency`` engines at a time.
 
@@ -90,22 +96,31 @@ def analyze(
             finished batch is written there as a Parquet part file with the columns
             ``id, sentiment, sentiment_score, error``; a re-run skips ids already written.
         cache: also use each node's on-disk result cache (off: ``output`` is the record).
+        aspects, mention: as for ``reviewkit.analyze`` (None: no aspects; ``True``: taste,
+            service, price, portion, wait; names; or :class:`~reviewkit.Aspect` objects):
+            each actor asks them with ``score_aspects`` after the overall label, and the
+            results get ``analyze``'s ``aspect_<name>`` and ``aspect_<name>_score`` columns,
+            between ``sentiment_score`` and ``error`` (part files too). An output folder
+            records them: resuming it with other aspects or another ``mention`` is refused.
 
     Returns:
-        A DataFrame in gives a copy with ``sentiment``, ``sentiment_score`` and ``error``
-        columns, same index and order (also with ``output``). A Dataset or paths give a lazy
-        Dataset with those columns appended, or, with ``output``, the run's :class:`RayRun`.
+        A DataFrame in gives a copy with ``sentiment``, ``sentiment_score`` (the aspect
+        columns) and ``error`` columns, same index and order (also with ``output``). A
+        Dataset or paths give a lazy Dataset with those columns appended, or, with
+        ``output``, the run's :class:`RayRun`.
 
     Rows without text get NaN and ``error="no text"``; a row that fails to score gets NaN
-    and its error, and its batch goes on. Figures of each call that ran: :func:`last_run`.
+    and its error, and its batch goes on; a row whose aspects fail alone keeps its overall
+    label and gets NaN aspects and ``error="aspects: <why>"``. Figures of each call that ran: :func:`last_run`.
     Ray is initialised with ``ray.init()`` unless it already is (``RAY_ADDRESS`` connects
     to a running cluster).
     """
     _check_arguments(text, id, labels, concurrency, batch_size)
+    chosen = _check_aspects(aspects, mention, labels, text, id)
     engine_options = dict(engine_options or {})
     run = _Run(text=text, id_column=id, labels=tuple(labels), concurrency=concurrency, num_gpus=num_gpus,
                num_cpus=num_cpus, batch_size=batch_size, engine_options=engine_options, cache=cache,
-               output=OutputFolder(output) if output is not None else None)
+               output=OutputFolder(output) if output is not None else None, aspects=chosen, mention=mention)
     if isinstance(data, pd.DataFrame):
         return run.frame(data)
     return run.dataset(_as_dataset(data))
@@ -121,6 +136,31 @@ def _check_arguments(text: str, id_column: str, labels: Sequence[str], concurren
     sizes = concurrency if isinstance(concurrency, tuple) else (concurrency,)
     if not (1 <= len(sizes) <= 2 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)):
         raise ValueError(f"concurrency must be a positive integer or a (min, max) pair, got {concurrency!r}")
+
+
+def _check_aspects(aspects: Any, mention: str, labels: Sequence[str], text: str,
+                   id_column: str) -> tuple[Aspect, ...]:
+    """The aspects asked for, refused (as ``analyze`` refuses them) before Ray starts."""
+    if mention not in MENTION_MODES:
+        raise ValueError(f"mention must be one of {MENTION_MODES}, got {mention!r}")
+    chosen = resolve_aspects(aspects, labels=[str(label).strip() for label in labels])
+    columns = list(result_types(chosen))
+    taken = [c for c in columns if c in (text, id_column)]
+    if taken:
+        raise AspectError(f"aspect column {taken[0]!r} would overwrite the column {taken[0]!r} that "
+                          "reviewkit.ray.analyze reads; rename the aspect")
+    return chosen
+
+
+def aspect_settings(aspects: Sequence[Aspect], mention: str) -> dict[str, Any]:
+    """What an output folder records of the aspects asked (nothing without aspects, so a folder
+    written before aspects existed resumes as it was): the names in order, ``mention``, and a
+    digest per aspect of what decides its answers (its question in each language and its words)."""
+    if not aspects:
+        return {}
+    return {"aspects": [a.name for a in aspects], "mention": mention,
+            "aspect_definitions": {a.name: hashlib.sha256(json.dumps([a.ko, a.en, list(a.words)]).encode())
+                                   .hexdigest()[:12] for a in aspects}}
 
 
 def _ray() -> Any:
@@ -190,6 +230,8 @@ class _Run:
     engine_options: dict[str, Any]
     cache: bool
     output: OutputFolder | None
+    aspects: tuple[Aspect, ...] = ()
+    mention: str = "words"
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     # --- DataFrame in, DataFrame out ------------------------------------------------------
@@ -202,7 +244,7 @@ class _Run:
             table = pa.table(columns)
             results = self._execute(_blocks(table, self.batch_size), "return", rows=len(df))
             results = results.sort_by(POSITION) if results is not None else None
-            return _with_results(df, results, self.labels)
+            return _with_results(df, results, self.labels, self.aspects)
         if self.id_column not in df.columns:
             raise KeyError(f"column {self.id_column!r} not found: output= needs an id column "
                            f"(id=...); the DataFrame's columns are {list(df.columns)}")
@@ -221,9 +263,9 @@ class _Run:
             self._execute(_blocks(table, self.batch_size), "write", rows=len(df), skipped=skipped)
         stored = self.output.read()
         if stored is None:  # an empty DataFrame
-            return _with_results(df, None, self.labels)
+            return _with_results(df, None, self.labels, self.aspects)
         results = stored.to_pandas().set_index(self.id_column).reindex(df[self.id_column].to_numpy())
-        return _with_results(df, pa.Table.from_pandas(results, preserve_index=False), self.labels)
+        return _with_results(df, pa.Table.from_pandas(results, preserve_index=False), self.labels, self.aspects)
 
     # --- Dataset or paths in --------------------------------------------------------------
     def dataset(self, ds: ray.data.Dataset) -> Any:
@@ -277,7 +319,8 @@ class _Run:
         assert self.output is not None
         self.output.check_settings(json.loads(json.dumps({
             "id": self.id_column, "text": self.text, "labels": list(self.labels),
-            "engine_options": self.engine_options}, default=repr)))
+            "engine_options": self.engine_options, **aspect_settings(self.aspects, self.mention)},
+            default=repr)))
         removed = self.output.remove_temporary(keep_run=self.run_id)
         if removed:
             log.info("removed %d half-written file(s) an interrupted run left in %s", removed, self.output.uri)
@@ -299,7 +342,7 @@ class _Run:
             fn_constructor_kwargs={"engine_options": self.engine_options, "labels": self.labels,
                                    "text": self.text, "id_column": self.id_column, "mode": mode,
                                    "output": self.output, "cache": self.cache, "figures": figures,
-                                   "run": self.run_id})
+                                   "run": self.run_id, "aspects": self.aspects, "mention": self.mention})
 
     def _execute(self, source: Any, mode: str, *, rows: int, skipped: int = 0,
                  run_only: bool = False) -> Any:
@@ -362,12 +405,21 @@ def _from_blocks(ray: Any, blocks: list[pa.Table]) -> Any:
     return ray.data.from_arrow(blocks) if blocks else None
 
 
-def _with_results(df: pd.DataFrame, results: pa.Table | None, labels: tuple[str, ...]) -> pd.DataFrame:
-    """``df`` with the result columns, in ``df``'s order (results are in that order)."""
+def _with_results(df: pd.DataFrame, results: pa.Table | None, labels: tuple[str, ...],
+                  aspects: Sequence[Aspect] = ()) -> pd.DataFrame:
+    """``df`` with the result columns, in ``df``'s order (results are in that order): the
+    overall two, the aspects' as ``analyze`` makes them (Categoricals of positive/negative/none
+    and float scores), then ``error``."""
     out = df.copy()
     n = len(df)
-    sentiments = results.column(SENTIMENT).to_pylist() if results is not None else [None] * n
-    out[SENTIMENT] = pd.Categorical(sentiments, categories=list(labels))
-    out[SCORE] = results.column(SCORE).to_numpy(zero_copy_only=False) if results is not None else np.full(n, np.nan)
-    out[ERROR] = results.column(ERROR).to_pylist() if results is not None else [None] * n
+    for name, kind in result_types(aspects).items():
+        if pa.types.is_floating(kind):
+            out[name] = (results.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+                         if results is not None else np.full(n, np.nan))
+            continue
+        values = results.column(name).to_pylist() if results is not None else [None] * n
+        if name == ERROR:
+            out[name] = values
+        else:
+            out[name] = pd.Categorical(values, categories=list(labels) if name == SENTIMENT else list(ASPECT_LABELS))
     return out
