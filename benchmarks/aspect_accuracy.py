@@ -56,11 +56,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("selection", "evaluation"), default="selection")
     parser.add_argument("--variants", action="store_true", help="compare recipe choices (selection part only)")
+    parser.add_argument("--model", default=os.environ.get("REVIEWKIT_TEST_MODEL"),
+                        help="the model (default: $REVIEWKIT_TEST_MODEL, else what reviewkit.load() picks)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     if args.variants and args.part != "selection":
         parser.error("--variants compares choices, which are made on the selection part only")
-    engine = reviewkit.load()
+    engine = reviewkit.load(args.model)
     results = {"date": _dt.date.today().isoformat(), "part": args.part, "model": engine.model_id,
                "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
                "load_average": os.getloadavg()[0], "recipes": {}}
