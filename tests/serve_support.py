@@ -314,3 +314,29 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def check_aspects(out: dict, names: Sequence[str]) -> None:
+    """An answer with aspects: each review has ``names`` in order, labels and scores agree (a score
+    only for a mentioned aspect, above 0.5 for a positive one), and ``aspect_summary`` counts them."""
+    assert list(out["aspect_summary"]) == [*names, "top_negative_aspect"]
+    counts = {name: {"positive": 0, "negative": 0} for name in names}
+    for review in out["reviews"]:
+        assert list(review["aspects"]) == list(names)
+        for name, found in review["aspects"].items():
+            label, score = found["label"], found["score"]
+            if review["sentiment"] is None:  # no text: nothing to say
+                assert (label, score) == (None, None)
+            elif label == "none":
+                assert score is None
+            else:
+                assert label in ("positive", "negative") and 0 <= score <= 1
+                assert (score > 0.5) == (label == "positive"), found
+                counts[name][label] += 1
+    for name in names:
+        mentions = counts[name]["positive"] + counts[name]["negative"]
+        share = counts[name]["positive"] / mentions if mentions else None
+        assert out["aspect_summary"][name] == {"mentions": mentions, **counts[name], "positive_share": share}
+    negatives = [counts[name]["negative"] for name in names]
+    top = names[negatives.index(max(negatives))] if max(negatives, default=0) > 0 else None
+    assert out["aspect_summary"]["top_negative_aspect"] == top

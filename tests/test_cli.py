@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+import reviewkit
 from reviewkit.cli import main
 
 
@@ -47,3 +48,44 @@ def test_demo_prints_reviews_summary_and_figures(engine, capsys):
     assert main(["demo", "-q"]) == 0  # the second run is answered by the result cache
     out = capsys.readouterr().out
     assert "all 48 results came from the result cache" in out and "48 cached, 0 computed" in out
+
+
+def test_aspects_flag_adds_the_aspect_columns(engine, tmp_path, capsys):
+    src = tmp_path / "mixed.csv"
+    texts = ["맛은 정말 좋은데 직원이 너무 불친절해요", None, "the food was delicious but the waiter was rude"]
+    pd.DataFrame({"content": texts, "stars": [3, 1, 2]}).to_csv(src, index=False)
+    dst = tmp_path / "some.parquet"
+    assert main(["analyze", str(src), "-o", str(dst), "--aspects", "taste,service", "-q"]) == 0
+    out = pd.read_parquet(dst)
+    assert list(out.columns) == ["content", "stars", "sentiment", "sentiment_score", "aspect_taste",
+                                 "aspect_taste_score", "aspect_service", "aspect_service_score"]
+    assert out["stars"].tolist() == [3, 1, 2]
+    expected = reviewkit.analyze(pd.DataFrame({"content": texts}), aspects=True, progress=False)  # from the cache
+    for name in ("taste", "service"):
+        assert out[f"aspect_{name}"].tolist()[::2] == expected[f"aspect_{name}"].tolist()[::2]
+        assert set(out[f"aspect_{name}"].tolist()[::2]) <= {"positive", "negative"}  # both reviews mention both
+        assert pd.isna(out[f"aspect_{name}"][1])
+    assert "wrote 3 rows" in capsys.readouterr().out
+    dst = tmp_path / "all.csv"  # the flag alone: all five
+    assert main(["analyze", str(src), "-o", str(dst), "-q", "--aspects"]) == 0
+    out = pd.read_csv(dst)
+    assert [c for c in out.columns if c.startswith("aspect_") and not c.endswith("_score")] == [
+        "aspect_taste", "aspect_service", "aspect_price", "aspect_portion", "aspect_wait"]
+    assert out["aspect_taste"].tolist()[::2] == expected["aspect_taste"].tolist()[::2]
+    assert out["aspect_price"].tolist()[::2] == ["none", "none"] and pd.isna(out["aspect_price"][1])
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--aspects", "taste,smell"], "unknown aspect 'smell': choose from taste,service,price,portion,wait"),
+    (["--aspects", "wait,wait"], "an aspect is given twice"),
+    (["--text", "aspect_taste", "--aspects", "taste"], "would overwrite the column 'aspect_taste'"),
+])
+def test_a_bad_aspect_exits_2_with_a_one_line_error_before_loading(tmp_path, capsys, argv, problem):
+    src = tmp_path / "r.csv"
+    pd.DataFrame({"content": ["x"], "aspect_taste": ["y"]}).to_csv(src, index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", str(src), *argv])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("reviewkit analyze: error: argument --aspects: ") and problem in error, error
+    assert not (tmp_path / "r.sentiment.csv").exists()

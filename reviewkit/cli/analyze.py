@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ def add_parsers(sub: Any) -> None:
     analyze.add_argument("-o", "--output", type=Path, default=None,
                          help="output file (.csv, .parquet, .jsonl); default INPUT.sentiment.EXT")
     analyze.add_argument("--text", default="content", help="the text column (default: content)")
+    analyze.add_argument("--aspects", nargs="?", const=True, default=None, type=aspects_arg, metavar="NAMES",
+                         help="also label what each review says about taste, service, price, portion and wait "
+                              "(맛, 서비스, 가격, 양, 웨이팅): adds aspect_<name> (positive/negative/none) and "
+                              "aspect_<name>_score; alone or 'all' for the five, or some: --aspects taste,wait "
+                              "(after the input file)")
     add_labels_flag(analyze)
     add_engine_flags(analyze)
     _add_run_flags(analyze)
@@ -43,6 +49,25 @@ def add_parsers(sub: Any) -> None:
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="bypass the on-disk result cache")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def aspects_arg(value: str) -> Any:
+    """``--aspects``' value: ``all`` (True) or comma-separated built-in names, checked at parse time
+    (a bad one is argparse's one-line error, exit status 2, before anything loads)."""
+    from reviewkit.aspect_prompts import ASPECTS
+
+    if value.strip().lower() == "all":
+        return True
+    known = [a.name for a in ASPECTS]
+    names = [name.strip() for name in value.split(",")]
+    for name in names:
+        if name not in known:
+            hint = "; put the input file before --aspects" if "." in value or os.sep in value else ""
+            raise argparse.ArgumentTypeError(
+                f"unknown aspect {name!r}: choose from {','.join(known)} (comma-separated) or all{hint}")
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"an aspect is given twice in {value!r}")
+    return names
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -55,9 +80,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     df = _read(args.input)
     if args.text not in df.columns:
         raise SystemExit(f"reviewkit: column {args.text!r} not in {args.input}; its columns are {list(df.columns)}")
+    _check_aspects(args)
     with open_engine(args) as engine:
         out = reviewkit.analyze(df, text=args.text, labels=args.labels, engine=engine, cache=not args.no_cache,
-                                progress=not args.quiet)
+                                progress=not args.quiet, aspects=args.aspects)
     _write(out, out_path)
     print(f"{reviewkit.last_run()}\nwrote {len(out)} rows to {out_path}")
     return 0
@@ -147,6 +173,21 @@ def _check_labels(labels: list[str]) -> None:
         default_templates(labels)
     except ValueError as exc:
         raise SystemExit(f"reviewkit: --labels {' '.join(labels)}: {exc}") from None
+
+
+def _check_aspects(args: argparse.Namespace) -> None:
+    """What ``analyze`` would refuse about the aspects (a label or the text column taking an aspect's
+    name), refused before the engine loads, as argparse refuses a bad value (exit status 2)."""
+    if not args.aspects:
+        return
+    from reviewkit.analysis import check_aspects  # analyze's own check: one definition
+    from reviewkit.aspect_prompts import AspectError
+
+    try:
+        check_aspects(args.aspects, args.labels, args.text)
+    except AspectError as exc:
+        print(f"reviewkit analyze: error: argument --aspects: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _write(df: Any, path: Path) -> None:

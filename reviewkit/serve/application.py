@@ -29,13 +29,14 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reviewkit._version import __version__
+from reviewkit.aspect_prompts import ASPECTS, Aspect
 from reviewkit.cache import ResultCache
 from reviewkit.engines.base import Engine
 from reviewkit.process_engine import default_engine
 from reviewkit.prompts import DEFAULT_LABELS, PromptTemplate
-from reviewkit.scoring import ScoredTexts
-from reviewkit.seed_api import restaurant_of, restaurant_result
-from reviewkit.serve.batcher import Batcher, EngineUnavailable, QueueFull, UnscorableReviews
+from reviewkit.seed_api import restaurant_of
+from reviewkit.serve.aspect_bodies import batch_aspects, build_results, unscorable
+from reviewkit.serve.batcher import Answer, Batcher, EngineUnavailable, QueueFull, UnscorableReviews
 from reviewkit.serve.bodies import INLINE_BYTES, count_limit, encode, invalid, off_loop, parse
 from reviewkit.serve.limits import Limits
 from reviewkit.serve.liveness import EXIT_ENGINE_DEAD, EngineWatch
@@ -140,6 +141,12 @@ def app(
             await state.watch.stop()
         await state.batcher.stop()  # uvicorn has already waited for the requests in flight
 
+    def count_limits(data: Any, key: str, limit: int, what: str) -> None:
+        count_limit(data, key, limit, what)
+        if isinstance(data, dict) and data.get("aspects") is True:
+            data = {"aspects": list(ASPECTS)}  # true: all of them
+        count_limit(data, "aspects", limits.max_aspects, "aspects")
+
     def admit() -> tuple[str, int] | None:
         if state.dead is not None:
             return f"the engine is dead ({state.dead}); the server is restarting", limits.retry_after_s
@@ -188,7 +195,7 @@ def app(
             raw,
             request.headers.get("content-type", ""),
             AnalyzeRequest,
-            lambda data: count_limit(data, "reviews", limits.max_reviews, "reviews"),
+            lambda data: count_limits(data, "reviews", limits.max_reviews, "reviews"),
         )
         restaurant_id, payloads = _restaurant(body, ("body",))
         scored = await _score(
@@ -196,10 +203,11 @@ def app(
             request,
             [p["content"] for p in payloads],
             [("body", "reviews", i, "content") for i in range(len(payloads))],
+            body.aspects,
         )
         if isinstance(scored, Response):
             return scored
-        out = restaurant_result(restaurant_id, payloads, scored)
+        [out] = await off_loop(len(payloads) > 200, build_results, [(restaurant_id, payloads)], *scored)
         request.state.summary = f"restaurant_id={restaurant_id}: {_counts([out], labels)}"
         return Response(await off_loop(len(payloads) > 200, encode, out), media_type="application/json")
 
@@ -218,23 +226,22 @@ def app(
             raw,
             request.headers.get("content-type", ""),
             BatchRequest,
-            lambda data: count_limit(data, "restaurants", limits.max_restaurants, "restaurants"),
+            lambda data: count_limits(data, "restaurants", limits.max_restaurants, "restaurants"),
         )
         _check_size(state, sum(len(r.reviews) for r in body.restaurants))
+        aspects = batch_aspects(body)
         groups = [_restaurant(r, ("body", "restaurants", i)) for i, r in enumerate(body.restaurants)]
         where = [
             ("body", "restaurants", r, "reviews", i, "content")
             for r, (_, payloads) in enumerate(groups)
             for i in range(len(payloads))
         ]
-        scored = await _score(state, request, [p["content"] for _, payloads in groups for p in payloads], where)
+        texts = [p["content"] for _, payloads in groups for p in payloads]
+        scored = await _score(state, request, texts, where, aspects)
         if isinstance(scored, Response):
             return scored
-        results, start = [], 0
-        for restaurant_id, payloads in groups:
-            part = ScoredTexts(scored.labels, scored.probs[start : start + len(payloads)], scored.stats)
-            results.append(restaurant_result(restaurant_id, payloads, part))
-            start += len(payloads)
+        results = await off_loop(len(texts) > 200, build_results, groups, *scored)
+        start = len(texts)
         request.state.summary = f"{len(results)} restaurants: {_counts(results, labels)}"
         answer = {"results": results, "total_count": start}
         return Response(await off_loop(start + len(results) > 200, encode, answer), media_type="application/json")
@@ -318,15 +325,15 @@ def _restaurant(body: AnalyzeRequest, loc: tuple[Any, ...]) -> tuple[Any, list[d
 
 
 async def _score(
-    state: ServeState, request: Request, texts: list[Any], where: list[tuple[Any, ...]]
-) -> ScoredTexts | Response:
-    """The batcher's scores, or the answer that says why not (503, 504, 422 naming the reviews
-    that cannot be scored: ``where`` is each text's field)."""
+    state: ServeState, request: Request, texts: list[Any], where: list[tuple[Any, ...]], aspects: tuple[Aspect, ...]
+) -> Answer | Response:
+    """The batcher's scores (and ``aspects``), or the answer that says why not (503, 504, 422 naming
+    the reviews that cannot be scored: ``where`` is each text's field)."""
     retry = {"Retry-After": str(state.limits.retry_after_s)}
     admitted = request.scope.get("state", {}).get("admitted", time.monotonic())
     remaining = state.limits.request_timeout_s - (time.monotonic() - admitted)
     try:
-        return await asyncio.wait_for(state.batcher.score(texts), max(0.0, remaining))
+        return await asyncio.wait_for(state.batcher.analyze(texts, aspects), max(0.0, remaining))
     except EngineUnavailable as exc:
         request.state.summary = str(exc)[:200]
         why = str(exc) if isinstance(exc, QueueFull) else f"engine unavailable ({exc})"
@@ -341,12 +348,7 @@ async def _score(
         request.state.summary = detail
         return JSONResponse({"detail": detail}, status_code=504, headers=retry)
     except UnscorableReviews as exc:
-        raise RequestValidationError(
-            [
-                {"loc": where[i], "msg": f"could not be scored ({error})", "type": "value_error"}
-                for i, error in sorted(exc.errors.items())
-            ]
-        ) from None
+        raise unscorable(exc.errors, where) from None
 
 
 def _counts(results: list[dict[str, Any]], labels: Sequence[str]) -> str:

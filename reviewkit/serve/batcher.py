@@ -13,6 +13,13 @@ The queue holds at most ``queue_limit`` reviews (a request past it is refused at
 A batch that fails is scored apart (:func:`reviewkit.scoring.score_apart`): only the
 request whose reviews fail alone gets an error (:class:`UnscorableReviews`, naming them),
 the others their answers.
+
+Aspects (:func:`reviewkit.aspects.score_aspects`) are a second engine call of the same batch,
+on the same scoring thread, under the liveness watch's deadline: once the batch's overall
+scores are in, the requests without aspects are answered at once, then the texts of the
+requests that asked are asked their aspects, one call per distinct aspect set. A failure
+there fails only the requests of that set (tried apart when it fails in company), never
+those without aspects; the next batch waits for it, as it would for any engine call.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from reviewkit.aspect_prompts import Aspect
+from reviewkit.aspects import ScoredAspects, score_aspects
 from reviewkit.cache import ResultCache
 from reviewkit.engines.base import Engine, EngineDeadError
 from reviewkit.prompts import PromptTemplate
@@ -55,10 +64,15 @@ class UnscorableReviews(ValueError):
         self.errors = errors
 
 
+#: A request's answer: the overall scores, and its aspects when it asked for some.
+Answer = tuple[ScoredTexts, ScoredAspects | None]
+
+
 @dataclass
 class _Job:
     texts: list[Any]
     future: asyncio.Future = field(repr=False)
+    aspects: tuple[Aspect, ...] = ()
     queued: bool = True
 
 
@@ -76,6 +90,7 @@ class Batcher:
         max_batch_texts: int = 1024,
         max_queue_texts: int | None = None,
         queue_wait_s: float = 60.0,
+        mention: str = "words",
     ) -> None:
         self.engine = engine
         self.watch: EngineWatch | None = None
@@ -86,6 +101,7 @@ class Batcher:
         self.max_batch_texts = max_batch_texts
         self.max_queue_texts = max_queue_texts
         self.queue_wait_s = queue_wait_s
+        self.mention = mention
         self.batches = 0
         self.last_error: str | None = None
         self.closed: str | None = None  # why no more jobs are taken (a dead engine, the server stopping)
@@ -149,13 +165,18 @@ class Batcher:
             job.future.set_exception(EngineUnavailable(reason))
 
     async def score(self, texts: list[Any]) -> ScoredTexts:
-        """The scores of ``texts`` (any values; see :func:`~reviewkit.scoring.clean_text`), in order.
+        """The scores of ``texts`` (any values; see :func:`~reviewkit.scoring.clean_text`), in order."""
+        return (await self.analyze(texts))[0]
+
+    async def analyze(self, texts: list[Any], aspects: tuple[Aspect, ...] = ()) -> Answer:
+        """The scores of ``texts`` and, when ``aspects`` are given, their aspects, in order.
 
         Texts without content never reach the engine, so a request of only empty
         reviews is answered without one.
         """
         if all(clean_text(t) is None for t in texts):
-            return score_texts(texts, None, labels=self.labels, prompt=self.prompt, progress=False)
+            scored = score_texts(texts, None, labels=self.labels, prompt=self.prompt, progress=False)
+            return scored, score_aspects(texts, None, aspects=aspects, mention=self.mention) if aspects else None
         if self.closed is not None:
             raise EngineUnavailable(self.closed)
         if self.engine is None:
@@ -164,7 +185,7 @@ class Batcher:
             raise EngineUnavailable("the server is not started (its lifespan has not run)")
         if self.queued_texts and self.queued_texts + len(texts) > self.queue_limit:
             raise QueueFull(self.full_reason())
-        job = _Job(list(texts), asyncio.get_running_loop().create_future())
+        job = _Job(list(texts), asyncio.get_running_loop().create_future(), tuple(aspects))
         job.future.add_done_callback(lambda _: self._dequeue(job))
         self._queue.append(job)
         self.queued_texts += len(job.texts)
@@ -216,28 +237,64 @@ class Batcher:
         try:
             results = await asyncio.wrap_future(self._worker.submit(lambda: self._score_jobs(texts)))
         except Exception as exc:  # noqa: BLE001 - every engine failure goes back to its requests as a 503
-            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            log.error(
-                "engine call for %d request(s), %d reviews failed: %s", len(jobs), sum(map(len, texts)), self.last_error
-            )
-            if isinstance(exc, EngineDeadError) and self.watch is not None and self.watch.in_process:
-                self.watch.declare_dead(self.last_error)
-            for job in jobs:
-                self._fail(job, self.last_error)
-            return
+            return self._engine_failed(exc, jobs, "")
         finally:
             self._running = []
         self.batches += 1
         failures = [r for r in results if isinstance(r, EngineUnavailable)]
         self.last_error = str(failures[0])[:300] if failures else None
-        self._rate.append((sum(map(len, texts)), time.perf_counter() - started))
+        asking: list[tuple[_Job, ScoredTexts]] = []
         for job, result in zip(jobs, results, strict=True):
             if job.future.done():  # failed meanwhile (a stuck call), timed out, or the client hung up
                 continue
             if isinstance(result, BaseException):
                 job.future.set_exception(result)
+            elif job.aspects:
+                asking.append((job, result))
             else:
-                job.future.set_result(result)
+                job.future.set_result((result, None))
+        if asking:
+            await self._run_aspects(asking)
+        self._rate.append((sum(map(len, texts)), time.perf_counter() - started))
+
+    async def _run_aspects(self, asking: list[tuple[_Job, ScoredTexts]]) -> None:
+        """The aspects of the requests that asked, after the batch's overall scores (those without
+        aspects are answered already); each request gets both, or its own error."""
+        assert self._worker is not None
+        jobs = [job for job, _ in asking]
+        self._running = jobs
+        wanted = [(job.texts, job.aspects) for job in jobs]
+        try:
+            results = await asyncio.wrap_future(self._worker.submit(lambda: self._aspect_jobs(wanted)))
+        except Exception as exc:  # noqa: BLE001 - a dead engine, or one that failed every set
+            return self._engine_failed(exc, jobs, "aspect ")
+        finally:
+            self._running = []
+        self.batches += 1
+        failures = [r for r in results if isinstance(r, EngineUnavailable)]
+        self.last_error = str(failures[0])[:300] if failures else self.last_error
+        for (job, scored), result in zip(asking, results, strict=True):
+            if job.future.done():
+                continue
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result((scored, result))
+
+    def _engine_failed(self, exc: Exception, jobs: list[_Job], what: str) -> None:
+        """An engine call that failed as a whole: 503 to its requests; a dead in-process engine is declared so."""
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        log.error(
+            "%sengine call for %d request(s), %d reviews failed: %s",
+            what,
+            len(jobs),
+            sum(len(job.texts) for job in jobs),
+            self.last_error,
+        )
+        if isinstance(exc, EngineDeadError) and self.watch is not None and self.watch.in_process:
+            self.watch.declare_dead(self.last_error)
+        for job in jobs:
+            self._fail(job, self.last_error)
 
     def _score_jobs(self, jobs: list[list[Any]]) -> list[ScoredTexts | Exception]:
         """All the jobs' texts in one call; if it fails, the jobs apart, and a culprit's reviews apart.
@@ -274,6 +331,54 @@ class Batcher:
                 first = rows.parts[0][2]
                 results[j] = ScoredTexts(first.labels, np.concatenate([s.probs for _, _, s in rows.parts]), first.stats)
         return results
+
+    def _aspect_jobs(self, jobs: list[tuple[list[Any], tuple[Aspect, ...]]]) -> list[ScoredAspects | Exception]:
+        """One ``score_aspects`` call per distinct aspect set; a set that fails is asked per request,
+        so a request's failure is its own: 503 when its call fails, 422 naming the reviews that
+        fail alone (``score_aspects`` isolates them)."""
+        results: list[ScoredAspects | Exception] = [EngineUnavailable("not scored")] * len(jobs)
+        sets: dict[tuple[Aspect, ...], list[int]] = {}
+        for j, (_, aspects) in enumerate(jobs):
+            sets.setdefault(aspects, []).append(j)
+        for aspects, members in sets.items():
+            for part in [members] if len(members) == 1 else [members, *([j] for j in members)]:
+                try:
+                    found = self._aspects([t for j in part for t in jobs[j][0]], aspects)
+                except EngineDeadError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - alone: the engine's failure, as far as can be told
+                    if len(part) == 1:
+                        results[part[0]] = EngineUnavailable(f"aspects: {type(exc).__name__}: {exc}")
+                    continue
+                row = 0
+                for j in part:
+                    n = len(jobs[j][0])
+                    errors = {r - row: f"aspects: {e}" for r, e in found.errors.items() if row <= r < row + n}
+                    results[j] = (
+                        UnscorableReviews(errors)
+                        if errors
+                        else ScoredAspects(
+                            found.aspects,
+                            found.labels[row : row + n],
+                            found.scores[row : row + n],
+                            found.stats,
+                            mention=found.mention,
+                        )
+                    )
+                    row += n
+                if len(part) > 1:
+                    break  # the set in company worked: no need to ask apart
+        return results
+
+    def _aspects(self, texts: list[Any], aspects: tuple[Aspect, ...]) -> ScoredAspects:
+        def ask() -> ScoredAspects:
+            return score_aspects(texts, self.engine, aspects=aspects, mention=self.mention, cache=self.cache)
+
+        if self.watch is None:
+            return ask()
+        # A question costs at most a review's forward pass (its review's tokens are cached after the first).
+        with self.watch.engine_call(len(texts) * len(aspects)):
+            return ask()
 
     def _score(self, texts: list[Any]) -> ScoredTexts:
         if self.watch is None:

@@ -26,6 +26,9 @@ class Limits:
         1000, "--max-reviews", "reviews per request (the batch route: of all its restaurants); more get 413", minimum=1
     )
     max_restaurants: int = _limit(1000, "--max-restaurants", "restaurants per batch request; more get 413", minimum=1)
+    max_aspects: int = _limit(
+        10, "--max-aspects", "aspects per request (a list in its 'aspects' field); more get 413", minimum=1
+    )
     max_body_bytes: int = _limit(1_000_000, "--max-body-bytes", "request body size; larger get 413", minimum=1)
     read_timeout_s: float = _limit(
         30.0,

@@ -4,6 +4,8 @@ The request side is the seed's: a restaurant id and a list of review payloads, o
 which only ``id``, ``restaurant_id`` and ``content`` are read (the seed's clients send
 more fields; they are accepted and ignored). The response keys depend on the label
 set (``neutral_count`` with three classes), so the response models are built per app.
+``aspects`` (optional) asks for per-review aspects and a per-restaurant aspect summary
+(:mod:`.aspect_bodies`); without it the answer is the seed's.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from reviewkit.scoring import unicode_problem
+from reviewkit.serve.aspect_bodies import ASPECTS_SCHEMA, parse_aspects
 
 
 def _valid_unicode(value: str) -> str:
@@ -45,10 +48,26 @@ def _id(value: Any) -> int | str:
     return _valid_unicode(value) if isinstance(value, str) else value
 
 
+def _aspects(value: Any) -> Any:
+    try:
+        return parse_aspects(value)
+    except ValueError as exc:
+        raise PydanticCustomError("aspects_invalid", "{why}", {"why": str(exc)}) from None
+
+
 #: Text the server can score and answer with: valid Unicode (422 naming the field otherwise).
 Text = Annotated[str, AfterValidator(_valid_unicode)]
 #: An id: an integer or a string (``true`` or ``1.5`` is refused rather than read as 1).
 Id = Annotated[int | str, PlainValidator(_id), WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string"}]})]
+#: ``true``, ``false``, null, or a list of built-in names and custom ``{name, ko, en, words}``
+#: aspects; validated into a tuple of :class:`~reviewkit.Aspect` (() for none).
+Aspects = Annotated[Any, PlainValidator(_aspects), WithJsonSchema(ASPECTS_SCHEMA)]
+_ASPECTS_HELP = (
+    "true for taste, service, price, portion and wait (맛, 서비스, 가격, 양, 웨이팅), or a list of those "
+    'names and custom aspects {"name": "parking", "ko": "주차", "en": "parking", "words": ["주차", "parking"]} '
+    "(words: literal words that mark a mention; default ko and en). Each review then gains 'aspects' "
+    "and the answer 'aspect_summary'; false or left out: the seed's answer, unchanged"
+)
 _LABEL = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -84,6 +103,7 @@ class AnalyzeRequest(BaseModel):
         default=None, description="the restaurant; if left out, the one every review names"
     )
     reviews: list[Review]
+    aspects: Aspects = Field(default=(), description=_ASPECTS_HELP)
 
 
 class BatchRequest(BaseModel):
@@ -92,6 +112,14 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     restaurants: list[AnalyzeRequest]
+    aspects: Aspects = Field(default=(), description=_ASPECTS_HELP + " (for every restaurant of the batch)")
+
+
+class AspectResult(BaseModel):
+    label: str | None = Field(
+        description="positive, negative or none (not mentioned); null when the review had no text"
+    )
+    score: float | None = Field(description="calibrated probability of positive, for a mentioned aspect; else null")
 
 
 class ReviewResult(BaseModel):
@@ -100,6 +128,7 @@ class ReviewResult(BaseModel):
     sentiment_score: float | None = Field(
         description="calibrated probability of 'positive' (of the first label without one); null without text"
     )
+    aspects: dict[str, AspectResult] | None = Field(default=None, description="only when the request asked for aspects")
 
 
 class Health(BaseModel):
@@ -144,6 +173,15 @@ def response_models(labels: Sequence[str]) -> tuple[type[BaseModel], type[BaseMo
     fields.update({f"{label}_ratio": (int, Field(description="whole percent of total_count")) for label in labels})
     fields["unlabelled_count"] = (int, Field(description="reviews without text"))
     fields["reviews"] = (list[ReviewResult], ...)
+    fields["aspect_summary"] = (
+        dict[str, Any] | None,
+        Field(
+            default=None,
+            description="only when the request asked for aspects: per aspect {mentions, positive, negative, "
+            "positive_share (null without mentions)}, and top_negative_aspect (the aspect with the most "
+            "negative mentions, null when none is negative)",
+        ),
+    )
     single = create_model("AnalyzeResponse", **fields)
     batch = create_model("BatchResponse", results=(list[single], ...), total_count=(int, ...))
     return single, batch
