@@ -15,6 +15,7 @@ demo: $(VENV)/.installed-cpu
 test: $(VENV)/.installed-test
 	scripts/system-packages.sh test
 	$(BIN)/ruff check reviewkit tests benchmarks watchdog.py
+	$(BIN)/ruff format --check reviewkit tests benchmarks watchdog.py
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 	$(BIN)/python -m pytest notebooks --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg $(PYTEST_ARGS)

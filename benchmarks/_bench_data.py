@@ -22,8 +22,7 @@ def find_data_dir(option: str | None) -> Path:
     for folder in candidates:
         if all((folder / name).is_file() for name in DATA_FILES):
             return folder
-    raise SystemExit(f"no review CSVs ({', '.join(DATA_FILES)}) in {', '.join(map(str, candidates))}: "
-                     "pass --data-dir")
+    raise SystemExit(f"no review CSVs ({', '.join(DATA_FILES)}) in {', '.join(map(str, candidates))}: pass --data-dir")
 
 
 def load_reviews(folder: Path) -> list[tuple[str, str]]:
@@ -31,8 +30,13 @@ def load_reviews(folder: Path) -> list[tuple[str, str]]:
     per_file = []
     for name in DATA_FILES:
         with open(folder / name, encoding="utf-8", newline="") as fh:
-            per_file.append([(row["text"], row["label"]) for row in csv.DictReader(fh)
-                             if row["text"].strip() and row["label"] in LABELS])
+            per_file.append(
+                [
+                    (row["text"], row["label"])
+                    for row in csv.DictReader(fh)
+                    if row["text"].strip() and row["label"] in LABELS
+                ]
+            )
     mixed: list[tuple[str, str]] = []
     for i in range(max(map(len, per_file))):
         mixed += [rows[i] for rows in per_file if i < len(rows)]
@@ -65,4 +69,3 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def accuracy(predicted: Sequence[Any], gold: Sequence[str]) -> float:
     return sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold) if gold else float("nan")
-

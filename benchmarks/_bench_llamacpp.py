@@ -32,13 +32,19 @@ SCRIPT = Path(__file__).resolve().parent / "llamacpp_reviews.py"
 def check_python(python: str) -> str:
     """The llama_cpp version in ``python``; exits with a clear message when it has none."""
     try:
-        out = subprocess.run([python, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [python, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except OSError as exc:
         raise SystemExit(f"--llama-cpp {python}: cannot run it ({exc})") from exc
     if out.returncode != 0:
-        raise SystemExit(f"--llama-cpp {python}: no llama_cpp there ({out.stderr.strip().splitlines()[-1:]}); "
-                         "see benchmarks/README.md for the install")
+        raise SystemExit(
+            f"--llama-cpp {python}: no llama_cpp there ({out.stderr.strip().splitlines()[-1:]}); "
+            "see benchmarks/README.md for the install"
+        )
     return out.stdout.strip()
 
 
@@ -61,12 +67,24 @@ def write_spec(engine: Any, texts: Sequence[str], folder: Path) -> dict[str, Any
             continue
         cut = len(b.prefix_ids)
         assert all(prompts[i][:cut] == b.prefix_ids for i in index)
-        groups.append({"route": route, "prefix": b.prefix_ids, "index": index,
-                       "rests": [prompts[i][cut:] for i in index],
-                       "content_free": [b.prompt_ids(x)[cut:] for x in content_free]})
+        groups.append(
+            {
+                "route": route,
+                "prefix": b.prefix_ids,
+                "index": index,
+                "rests": [prompts[i][cut:] for i in index],
+                "content_free": [b.prompt_ids(x)[cut:] for x in content_free],
+            }
+        )
     longest = max(len(p) for p in prompts)
-    spec = {"gguf": str(gguf), "label_token_ids": label_ids, "labels": labels,
-            "n_ctx": 64 * (longest // 64 + 2), "groups": groups, "rounds": 1}
+    spec = {
+        "gguf": str(gguf),
+        "label_token_ids": label_ids,
+        "labels": labels,
+        "n_ctx": 64 * (longest // 64 + 2),
+        "groups": groups,
+        "rounds": 1,
+    }
     path = folder / "spec.json"
     path.write_text(json.dumps(spec))
     return {"folder": folder, "spec": path, "routes": routes, "labels": labels}
@@ -75,15 +93,22 @@ def write_spec(engine: Any, texts: Sequence[str], folder: Path) -> dict[str, Any
 def run_round(python: str, spec: Path, rec: Recorder, name: str) -> dict[str, Any]:
     """One subprocess run: load the GGUF, score every review once (timed inside)."""
     out = spec.parent / "out.json"
-    proc, _ = rec.run(name, lambda: subprocess.run([python, str(SCRIPT), str(spec), str(out)],
-                                                   capture_output=True, text=True, timeout=1800))
+    proc, _ = rec.run(
+        name,
+        lambda: subprocess.run(
+            [python, str(SCRIPT), str(spec), str(out)], capture_output=True, text=True, timeout=1800
+        ),
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"llamacpp_reviews.py failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(out.read_text())
     s = result["rounds"][0]
-    print(f"  llama.cpp: {s['reviews'] / (s['seconds'] - s['prefix_seconds']):.1f} reviews/s without the prefixes "
-          f"({s['seconds']:.1f} s, of which prefixes {s['prefix_seconds']:.2f} s), load {result['load_seconds']:.1f} s",
-          file=sys.stderr, flush=True)
+    print(
+        f"  llama.cpp: {s['reviews'] / (s['seconds'] - s['prefix_seconds']):.1f} reviews/s without the prefixes "
+        f"({s['seconds']:.1f} s, of which prefixes {s['prefix_seconds']:.2f} s), load {result['load_seconds']:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     return result
 
 
@@ -101,9 +126,16 @@ def labels_of(result: dict[str, Any], routes: Sequence[str], labels: Sequence[st
     return [labels[i] for i in probs.argmax(axis=1)]
 
 
-def figures(results: list[dict[str, Any]], neighbour_rates: Sequence[float], n: int,
-            routes: Sequence[str], labels: Sequence[str], gold: Sequence[str],
-            reviewkit_labels: Sequence[str], reviewkit_rate: float | None) -> dict[str, Any]:
+def figures(
+    results: list[dict[str, Any]],
+    neighbour_rates: Sequence[float],
+    n: int,
+    routes: Sequence[str],
+    labels: Sequence[str],
+    gold: Sequence[str],
+    reviewkit_labels: Sequence[str],
+    reviewkit_rate: float | None,
+) -> dict[str, Any]:
     """reviewkit against llama.cpp: per llama.cpp round, reviewkit's rate on the engine nearest in time."""
     rounds = [r["rounds"][0] for r in results]
     # The prefixes are computed outside reviewkit's timing too (warmed after each cache reset).
@@ -131,8 +163,8 @@ def figures(results: list[dict[str, Any]], neighbour_rates: Sequence[float], n: 
         "agreement_with_reviewkit": accuracy(llama_labels, reviewkit_labels),
         "prefix_reuse_max_abs_diff": last["prefix_reuse_max_abs_diff"],
         "note": "llama.cpp rates exclude the evaluation of the shared prompt prefixes (reviewkit's exclude "
-                "them too: warmed after each prefix-cache reset); each ratio uses reviewkit's rate on the "
-                "tcmalloc-preloaded engine loaded next to that llama.cpp round",
+        "them too: warmed after each prefix-cache reset); each ratio uses reviewkit's rate on the "
+        "tcmalloc-preloaded engine loaded next to that llama.cpp round",
     }
 
 

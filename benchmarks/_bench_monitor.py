@@ -111,13 +111,22 @@ class Recorder:
         cpu: float | None = self.monitor.cpu_seconds() - cpu0
         if cpu is not None and cpu < 0:  # engine processes exited during the phase
             cpu = None
-        entry = {"phase": name, "seconds": seconds, "cpu_seconds": cpu,
-                 "cpu_share": cpu / (seconds * self.cores) if cpu is not None and seconds > 0 else None,
-                 "loadavg_1m": os.getloadavg()[0], "peak_rss_bytes": self.monitor.phase_peak_rss, **info}
+        entry = {
+            "phase": name,
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "cpu_share": cpu / (seconds * self.cores) if cpu is not None and seconds > 0 else None,
+            "loadavg_1m": os.getloadavg()[0],
+            "peak_rss_bytes": self.monitor.phase_peak_rss,
+            **info,
+        }
         self.phases.append(entry)
         shown = "   n/a" if cpu is None else f"{cpu:7.1f}"
-        print(f"  {name:<32} {seconds:8.2f} s  cpu {shown} s  load {entry['loadavg_1m']:.1f}  {_fmt_info(info)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"  {name:<32} {seconds:8.2f} s  cpu {shown} s  load {entry['loadavg_1m']:.1f}  {_fmt_info(info)}",
+            file=sys.stderr,
+            flush=True,
+        )
         return result, seconds
 
 
@@ -126,9 +135,12 @@ def _fmt_info(info: dict[str, Any]) -> str:
 
 
 def host_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"python": platform.python_version(), "machine": platform.machine(),
-                            "cpu_count": os.cpu_count(),
-                            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    }
     try:
         with open("/proc/cpuinfo") as fh:
             names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
@@ -157,4 +169,3 @@ def host_info() -> dict[str, Any]:
     except ImportError:  # pragma: no cover
         pass
     return info
-

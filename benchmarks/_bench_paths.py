@@ -37,8 +37,7 @@ def reset_prefix_cache(engine: Any, warm: Callable[[], Any] | None = None) -> No
     try:
         engine.llm.reset_prefix_cache()
     except Exception as exc:  # pragma: no cover - depends on the vLLM version
-        print(f"warning: reset_prefix_cache failed ({exc}); later phases may get cache hits",
-              file=sys.stderr)
+        print(f"warning: reset_prefix_cache failed ({exc}); later phases may get cache hits", file=sys.stderr)
     if warm is not None:
         warm()
 
@@ -49,11 +48,18 @@ def run_reviewkit(texts: Sequence[str], *, cache: Any, chunk_size: int | None) -
     import reviewkit
 
     options = {"chunk_size": chunk_size} if chunk_size else {}
-    out = reviewkit.analyze(pd.DataFrame({"content": list(texts)}), text="content", cache=cache,
-                            progress=False, **options)
+    out = reviewkit.analyze(
+        pd.DataFrame({"content": list(texts)}), text="content", cache=cache, progress=False, **options
+    )
     stats = reviewkit.last_run()
-    return {"out": out, "prompt_tokens": stats.prompt_tokens, "cached_tokens": stats.cached_prompt_tokens,
-            "computed": stats.computed, "cached_rows": stats.cached, "engine_seconds": stats.engine_seconds}
+    return {
+        "out": out,
+        "prompt_tokens": stats.prompt_tokens,
+        "cached_tokens": stats.cached_prompt_tokens,
+        "computed": stats.computed,
+        "cached_rows": stats.cached,
+        "engine_seconds": stats.engine_seconds,
+    }
 
 
 def run_raw_engine(engine: Any, prompts: Sequence[Any]) -> dict[str, Any]:
@@ -61,6 +67,7 @@ def run_raw_engine(engine: Any, prompts: Sequence[Any]) -> dict[str, Any]:
     from vllm import SamplingParams
 
     outputs = engine.llm.generate(prompts, SamplingParams(max_tokens=1), use_tqdm=False)
-    return {"prompt_tokens": sum(len(o.prompt_token_ids or ()) for o in outputs),
-            "cached_tokens": sum(int(o.num_cached_tokens or 0) for o in outputs)}
-
+    return {
+        "prompt_tokens": sum(len(o.prompt_token_ids or ()) for o in outputs),
+        "cached_tokens": sum(int(o.num_cached_tokens or 0) for o in outputs),
+    }

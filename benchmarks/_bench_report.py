@@ -6,13 +6,13 @@ from typing import Any
 
 # The issue's targets: ratios measured in one run.
 TARGETS = {
-    "reviewkit_vs_seed_style": 3.0,        # reviewkit >= 3 x the seed's way
-    "prefix_cache_speedup": 4.0,           # prefix caching >= 4 x without it
-    "cached_rerun_speedup": 50.0,          # cached re-run >= 50 x faster than the first
-    "reviewkit_vs_engine_tokens": 0.80,    # reviewkit's tokens/s >= 80 % of the raw engine
-    "scaling_per_review_ratio": 1.20,      # time/review at --scale-n <= 1.2 x that at --n
-    "tcmalloc_speedup": 1.20,              # reviewkit with the tcmalloc preload >= 1.2 x without (issue 14)
-    "reviewkit_vs_llama_cpp": 2.5,         # reviewkit >= 2.5 x llama-cpp-python on the same GGUF (issue 14)
+    "reviewkit_vs_seed_style": 3.0,  # reviewkit >= 3 x the seed's way
+    "prefix_cache_speedup": 4.0,  # prefix caching >= 4 x without it
+    "cached_rerun_speedup": 50.0,  # cached re-run >= 50 x faster than the first
+    "reviewkit_vs_engine_tokens": 0.80,  # reviewkit's tokens/s >= 80 % of the raw engine
+    "scaling_per_review_ratio": 1.20,  # time/review at --scale-n <= 1.2 x that at --n
+    "tcmalloc_speedup": 1.20,  # reviewkit with the tcmalloc preload >= 1.2 x without (issue 14)
+    "reviewkit_vs_llama_cpp": 2.5,  # reviewkit >= 2.5 x llama-cpp-python on the same GGUF (issue 14)
 }
 
 
@@ -20,7 +20,6 @@ def met(key: str, value: float | None, target: float) -> bool | None:
     if value is None:
         return None
     return value <= target if key == "scaling_per_review_ratio" else value >= target
-
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -100,8 +99,11 @@ def markdown(r: dict[str, Any]) -> str:
     lines += _tcmalloc_and_llama_notes(r, f)
     busy = r["run"].get("busy_phases")
     if busy:
-        lines += ["", f"Other work kept the 1-minute load average above {r['run']['busy_load_threshold']:g} "
-                      f"during: {', '.join(busy)}; those figures are slowed by it."]
+        lines += [
+            "",
+            f"Other work kept the 1-minute load average above {r['run']['busy_load_threshold']:g} "
+            f"during: {', '.join(busy)}; those figures are slowed by it.",
+        ]
     return "\n".join(lines)
 
 
@@ -109,15 +111,19 @@ def _tcmalloc_and_llama_rows(r: dict[str, Any], f: Any, target: Any) -> list[str
     rows = []
     tc = r.get("tcmalloc") or {}
     if tc.get("speedup") is not None:
-        rows.append(f"| reviewkit, engine without the tcmalloc preload / with it (N={tc['n']}, engines "
-                    f"{', '.join(tc['order'])}) | {f(tc['without_tcmalloc_reviews_per_s'])} / "
-                    f"{f(tc['with_tcmalloc_reviews_per_s'])} reviews/s | tcmalloc {f(tc['speedup'], 2)}× | "
-                    f"{target('tcmalloc_speedup')} |")
+        rows.append(
+            f"| reviewkit, engine without the tcmalloc preload / with it (N={tc['n']}, engines "
+            f"{', '.join(tc['order'])}) | {f(tc['without_tcmalloc_reviews_per_s'])} / "
+            f"{f(tc['with_tcmalloc_reviews_per_s'])} reviews/s | tcmalloc {f(tc['speedup'], 2)}× | "
+            f"{target('tcmalloc_speedup')} |"
+        )
     ll = r.get("llama_cpp")
     if ll:
-        rows.append(f"| llama-cpp-python {ll['llama_cpp_version']}, same GGUF, prompts and cores (N={ll['n']}, "
-                    f"{len(ll['round_seconds'])} rounds) | {f(ll['reviews_per_s'])} reviews/s | "
-                    f"reviewkit {f(ll['reviewkit_vs_llama_cpp'])}× | {target('reviewkit_vs_llama_cpp')} |")
+        rows.append(
+            f"| llama-cpp-python {ll['llama_cpp_version']}, same GGUF, prompts and cores (N={ll['n']}, "
+            f"{len(ll['round_seconds'])} rounds) | {f(ll['reviews_per_s'])} reviews/s | "
+            f"reviewkit {f(ll['reviewkit_vs_llama_cpp'])}× | {target('reviewkit_vs_llama_cpp')} |"
+        )
     return rows
 
 
@@ -128,18 +134,23 @@ def _tcmalloc_and_llama_notes(r: dict[str, Any], f: Any) -> list[str]:
         notes += ["", f"tcmalloc phase skipped: {tc['skipped']}."]
     elif tc:
         rates = ", ".join(f"{o} {f(x)}" for o, x in zip(tc["order"], tc["reviews_per_s_per_engine"], strict=True))
-        notes += ["", f"tcmalloc: engines loaded in turn, reviews/s {rates} (tcmalloc mapped into the engine "
-                      f"process: {tc['mapped']}); ratios of neighbours "
-                      f"{', '.join(f(x, 2) for x in tc['neighbour_ratios'])}; "
-                      f"from CPU seconds per review {f(tc['speedup_from_cpu_seconds'], 2, '×')}."]
+        notes += [
+            "",
+            f"tcmalloc: engines loaded in turn, reviews/s {rates} (tcmalloc mapped into the engine "
+            f"process: {tc['mapped']}); ratios of neighbours "
+            f"{', '.join(f(x, 2) for x in tc['neighbour_ratios'])}; "
+            f"from CPU seconds per review {f(tc['speedup_from_cpu_seconds'], 2, '×')}.",
+        ]
     ll = r.get("llama_cpp")
     if ll:
-        notes += ["", f"llama.cpp ({ll['threads']} threads): {', '.join(f(x, 1, ' s') for x in ll['round_seconds'])} "
-                      f"per round, per-round ratios {', '.join(f(x, 2) for x in ll['ratio_per_round'])} against the "
-                      f"preloaded engine next to each round (against the main rounds: "
-                      f"{f(ll['reviewkit_main_rounds_vs_llama_cpp'], 2, '×')}); accuracy "
-                      f"{f(100 * ll['accuracy'], 1)} %, same label as reviewkit on "
-                      f"{f(100 * ll['agreement_with_reviewkit'], 1)} % of the reviews; prefix reuse vs fresh "
-                      f"evaluation: label log-probabilities within {f(ll['prefix_reuse_max_abs_diff'], 4)}."]
+        notes += [
+            "",
+            f"llama.cpp ({ll['threads']} threads): {', '.join(f(x, 1, ' s') for x in ll['round_seconds'])} "
+            f"per round, per-round ratios {', '.join(f(x, 2) for x in ll['ratio_per_round'])} against the "
+            f"preloaded engine next to each round (against the main rounds: "
+            f"{f(ll['reviewkit_main_rounds_vs_llama_cpp'], 2, '×')}); accuracy "
+            f"{f(100 * ll['accuracy'], 1)} %, same label as reviewkit on "
+            f"{f(100 * ll['agreement_with_reviewkit'], 1)} % of the reviews; prefix reuse vs fresh "
+            f"evaluation: label log-probabilities within {f(ll['prefix_reuse_max_abs_diff'], 4)}.",
+        ]
     return notes
-

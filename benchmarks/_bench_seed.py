@@ -14,9 +14,11 @@ from typing import Any
 from _bench_data import LABELS
 
 # The seed's way: ask for a JSON object with a label and a one-sentence reason, per review.
-SEED_INSTRUCTION = ('Classify the sentiment of each restaurant or movie review as "positive" or '
-                    '"negative". Answer with a JSON object with the keys "label" and "reason" '
-                    "(one sentence).")
+SEED_INSTRUCTION = (
+    'Classify the sentiment of each restaurant or movie review as "positive" or '
+    '"negative". Answer with a JSON object with the keys "label" and "reason" '
+    "(one sentence)."
+)
 SEED_EXAMPLES = (
     ("진짜 맛있어요. 또 올게요!", "positive", "The reviewer loved the food and wants to come back."),
     ("a tedious , bland mess from start to finish .", "negative", "The reviewer found it boring and bland."),
@@ -41,8 +43,10 @@ def seed_chat(text: str) -> list[dict[str, str]]:
     """The same request as chat messages, for instruction-tuned models."""
     messages = [{"role": "system", "content": SEED_INSTRUCTION}]
     for example, label, reason in SEED_EXAMPLES:
-        messages += [{"role": "user", "content": example},
-                     {"role": "assistant", "content": _seed_answer(label, reason)}]
+        messages += [
+            {"role": "user", "content": example},
+            {"role": "assistant", "content": _seed_answer(label, reason)},
+        ]
     return messages + [{"role": "user", "content": text}]
 
 
@@ -86,8 +90,7 @@ def run_seed_style(engine: Any, texts: Sequence[str], max_tokens: int) -> dict[s
     """Greedy JSON generation per review, as text prompts (vLLM tokenises), then parsing."""
     from vllm import SamplingParams
 
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=["}"],
-                            include_stop_str_in_output=True)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=["}"], include_stop_str_in_output=True)
     if seed_uses_chat(engine):
         outputs = engine.llm.chat([seed_chat(t) for t in texts], params, use_tqdm=False)
     else:
@@ -95,8 +98,10 @@ def run_seed_style(engine: Any, texts: Sequence[str], max_tokens: int) -> dict[s
         outputs = engine.llm.generate([f"{prefix}Review: {t}\nAnswer:" for t in texts], params, use_tqdm=False)
     answers = [o.outputs[0].text for o in outputs]
     parsed = [parse_sentiment_response(a) for a in answers]
-    return {"parsed": parsed, "answers": answers,
-            "prompt_tokens": sum(len(o.prompt_token_ids or ()) for o in outputs),
-            "cached_tokens": sum(int(o.num_cached_tokens or 0) for o in outputs),
-            "generated_tokens": sum(len(o.outputs[0].token_ids) for o in outputs)}
-
+    return {
+        "parsed": parsed,
+        "answers": answers,
+        "prompt_tokens": sum(len(o.prompt_token_ids or ()) for o in outputs),
+        "cached_tokens": sum(int(o.num_cached_tokens or 0) for o in outputs),
+        "generated_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
+    }

@@ -72,8 +72,13 @@ def _load(reviewkit: Any, model: str | None, preload: bool) -> Any:
             os.environ[TCMALLOC_ENV] = saved
 
 
-def run_phase(args: argparse.Namespace, reviewkit: Any, rec: Recorder, texts: Sequence[str],
-              between: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+def run_phase(
+    args: argparse.Namespace,
+    reviewkit: Any,
+    rec: Recorder,
+    texts: Sequence[str],
+    between: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
     """Load ``args.tcmalloc_engines`` engines in turn (off first), time ``args.tcmalloc_rounds``
     rounds of ``analyze`` on each; ``between(i)`` runs after engine i is unloaded."""
     from vllm import SamplingParams
@@ -85,13 +90,22 @@ def run_phase(args: argparse.Namespace, reviewkit: Any, rec: Recorder, texts: Se
         state = "on" if preload else "off"
         print(f"benchmark: loading engine {i} (tcmalloc {state})", file=sys.stderr, flush=True)
         engine, _ = rec.run(f"load {i} (tcmalloc {state})", lambda p=preload: _load(reviewkit, args.model, p))
-        entry: dict[str, Any] = {"tcmalloc": preload, "mapped": tcmalloc_mapped(engine),
-                                 "load_seconds": engine.load_seconds, "rounds": []}
+        entry: dict[str, Any] = {
+            "tcmalloc": preload,
+            "mapped": tcmalloc_mapped(engine),
+            "load_seconds": engine.load_seconds,
+            "rounds": [],
+        }
         if entry["mapped"] is not None and entry["mapped"] != preload:
-            print(f"warning: engine {i} should {'' if preload else 'not '}have tcmalloc mapped, but "
-                  f"{'has' if entry['mapped'] else 'has not'}", file=sys.stderr)
-        rec.run(f"warm-up {i} (tcmalloc {state})",
-                lambda: run_reviewkit(WARM_UP_TEXTS, cache=False, chunk_size=args.chunk_size))
+            print(
+                f"warning: engine {i} should {'' if preload else 'not '}have tcmalloc mapped, but "
+                f"{'has' if entry['mapped'] else 'has not'}",
+                file=sys.stderr,
+            )
+        rec.run(
+            f"warm-up {i} (tcmalloc {state})",
+            lambda: run_reviewkit(WARM_UP_TEXTS, cache=False, chunk_size=args.chunk_size),
+        )
         prefixes = [TokensPrompt(prompt_token_ids=p) for p in prefix_prompts(engine)]
 
         def warm(engine: Any = engine, prefixes: list[Any] = prefixes) -> None:
@@ -99,8 +113,10 @@ def run_phase(args: argparse.Namespace, reviewkit: Any, rec: Recorder, texts: Se
 
         for r in range(args.tcmalloc_rounds):
             reset_prefix_cache(engine, warm)
-            _, s = rec.run(f"reviewkit n={len(texts)} tcmalloc {state} engine {i} round {r}",
-                           lambda: run_reviewkit(texts, cache=False, chunk_size=args.chunk_size))
+            _, s = rec.run(
+                f"reviewkit n={len(texts)} tcmalloc {state} engine {i} round {r}",
+                lambda: run_reviewkit(texts, cache=False, chunk_size=args.chunk_size),
+            )
             entry["rounds"].append({"seconds": s, "cpu_seconds": rec.last_cpu})
         del engine
         rec.run(f"unload {i} (tcmalloc {state})", reviewkit.unload)
@@ -117,8 +133,10 @@ def engine_rate(entry: dict[str, Any], n: int) -> float:
 def figures(engines: list[dict[str, Any]], n: int) -> dict[str, Any]:
     """Rates per engine, the speed-up from neighbouring engines, and its CPU-time cross-check."""
     rates = [engine_rate(e, n) for e in engines]
-    neighbours = [ratio(rates[i + 1], rates[i]) if engines[i + 1]["tcmalloc"] else ratio(rates[i], rates[i + 1])
-                  for i in range(len(engines) - 1)]
+    neighbours = [
+        ratio(rates[i + 1], rates[i]) if engines[i + 1]["tcmalloc"] else ratio(rates[i], rates[i + 1])
+        for i in range(len(engines) - 1)
+    ]
     on = [r for e, r in zip(engines, rates, strict=True) if e["tcmalloc"]]
     off = [r for e, r in zip(engines, rates, strict=True) if not e["tcmalloc"]]
 
@@ -139,5 +157,5 @@ def figures(engines: list[dict[str, Any]], n: int) -> dict[str, Any]:
         "cpu_seconds_per_review": {"with": cpu_per_review(True), "without": cpu_per_review(False)},
         "speedup_from_cpu_seconds": ratio(cpu_per_review(False), cpu_per_review(True)),
         "note": "engines loaded one after the other, alternating (off first); each engine's rate is the median "
-                "of its rounds; the speed-up is the median of the on/off ratios of neighbouring engines",
+        "of its rounds; the speed-up is the median of the on/off ratios of neighbouring engines",
     }

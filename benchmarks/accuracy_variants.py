@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = {"ko": REPO / "tests" / "data" / "nsmc_sample_ko.csv",
-        "en": REPO / "tests" / "data" / "sentence_polarity_sample_en.csv"}
+DATA = {
+    "ko": REPO / "tests" / "data" / "nsmc_sample_ko.csv",
+    "en": REPO / "tests" / "data" / "sentence_polarity_sample_en.csv",
+}
 KO_CONTENT_FREE = ("없음", "", "[MASK]", "...")
 
 KO_RESTAURANT = (
@@ -53,10 +55,13 @@ def variants() -> dict[str, dict[str, object]]:
         "ko": {
             "baseline (today)": PromptTemplate(examples=KOREAN_EXAMPLES),
             "KO+EN label words": PromptTemplate(examples=KOREAN_EXAMPLES, label_words=ko_words),
-            "shown 좋다/최악": PromptTemplate(examples=KOREAN_EXAMPLES,
-                                           label_words={"positive": ("좋다",), "negative": ("최악",)}),
-            "shown 추천/부정 + words": PromptTemplate(examples=KOREAN_EXAMPLES, label_words={
-                "positive": ("추천", "좋다", "positive"), "negative": ("부정", "최악", "negative")}),
+            "shown 좋다/최악": PromptTemplate(
+                examples=KOREAN_EXAMPLES, label_words={"positive": ("좋다",), "negative": ("최악",)}
+            ),
+            "shown 추천/부정 + words": PromptTemplate(
+                examples=KOREAN_EXAMPLES,
+                label_words={"positive": ("추천", "좋다", "positive"), "negative": ("부정", "최악", "negative")},
+            ),
             "instruction in Korean": PromptTemplate(examples=KOREAN_EXAMPLES, instruction=ko_instruction),
             "restaurant examples (8)": PromptTemplate(examples=KO_RESTAURANT),
             "16 examples (8 + 8 restaurant)": PromptTemplate(examples=mixed_ko),
@@ -66,10 +71,13 @@ def variants() -> dict[str, dict[str, object]]:
         "en": {
             "baseline (today)": PromptTemplate(examples=ENGLISH_EXAMPLES),
             "label words x3": PromptTemplate(examples=ENGLISH_EXAMPLES, label_words=en_words),
-            "shown good/bad": PromptTemplate(examples=ENGLISH_EXAMPLES,
-                                             label_words={"positive": ("good",), "negative": ("bad",)}),
-            "shown good/bad + words": PromptTemplate(examples=ENGLISH_EXAMPLES, label_words={
-                "positive": ("good", "great", "positive"), "negative": ("bad", "awful", "negative")}),
+            "shown good/bad": PromptTemplate(
+                examples=ENGLISH_EXAMPLES, label_words={"positive": ("good",), "negative": ("bad",)}
+            ),
+            "shown good/bad + words": PromptTemplate(
+                examples=ENGLISH_EXAMPLES,
+                label_words={"positive": ("good", "great", "positive"), "negative": ("bad", "awful", "negative")},
+            ),
             "reversed example order": PromptTemplate(examples=tuple(reversed(ENGLISH_EXAMPLES))),
             "first 4 examples": PromptTemplate(examples=ENGLISH_EXAMPLES[:4]),
         },
@@ -111,8 +119,12 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     engine = reviewkit.load("embedded")
-    report: dict[str, object] = {"date": _dt.date.today().isoformat(), "command": " ".join(sys.argv),
-                                 "selection": [], "evaluation": {}}
+    report: dict[str, object] = {
+        "date": _dt.date.today().isoformat(),
+        "command": " ".join(sys.argv),
+        "selection": [],
+        "evaluation": {},
+    }
     for lang, path in DATA.items():
         selection, evaluation_part = evaluation.split(pd.read_csv(path))
         rows, calibrated = [], {}
@@ -124,17 +136,38 @@ def main(argv=None) -> int:
                 continue
             calibrated[name] = probs["cc"]
             for rule, p in probs.items():
-                rows.append({"language": lang, "variant": name, "rule": rule, "reviews_per_s": rate,
-                             "accuracy": accuracy_of(p, selection["label"])})
+                rows.append(
+                    {
+                        "language": lang,
+                        "variant": name,
+                        "rule": rule,
+                        "reviews_per_s": rate,
+                        "accuracy": accuracy_of(p, selection["label"]),
+                    }
+                )
             threshold = fit_threshold(probs["cc"], selection["label"])
-            rows.append({"language": lang, "variant": name, "rule": f"cc + fitted threshold {threshold:.3f}",
-                         "reviews_per_s": rate, "accuracy": accuracy_of(probs["cc"], selection["label"], threshold),
-                         "threshold": threshold})
+            rows.append(
+                {
+                    "language": lang,
+                    "variant": name,
+                    "rule": f"cc + fitted threshold {threshold:.3f}",
+                    "reviews_per_s": rate,
+                    "accuracy": accuracy_of(probs["cc"], selection["label"], threshold),
+                    "threshold": threshold,
+                }
+            )
             print(rows[-4:] if lang == "ko" else rows[-3:], flush=True)
         best_two = sorted(calibrated, key=lambda n: -accuracy_of(calibrated[n], selection["label"]))[:2]
         ensemble = (calibrated[best_two[0]] + calibrated[best_two[1]]) / 2
-        rows.append({"language": lang, "variant": f"ensemble of {best_two[0]!r} + {best_two[1]!r}", "rule": "cc",
-                     "accuracy": accuracy_of(ensemble, selection["label"]), "reviews_per_s": None})
+        rows.append(
+            {
+                "language": lang,
+                "variant": f"ensemble of {best_two[0]!r} + {best_two[1]!r}",
+                "rule": "cc",
+                "accuracy": accuracy_of(ensemble, selection["label"]),
+                "reviews_per_s": None,
+            }
+        )
         report["selection"] += rows
         table = pd.DataFrame([r for r in rows if "accuracy" in r])
         print(table.to_string(float_format=lambda x: f"{x:.3f}"), flush=True)
@@ -142,10 +175,16 @@ def main(argv=None) -> int:
         # than one review in a hundred (smaller gains are within noise here).
         baseline = table[(table.variant == "baseline (today)") & (table.rule == "cc")].accuracy.iloc[0]
         best = table.loc[table.accuracy.idxmax()]
-        chosen = best if best.accuracy > baseline + 0.01 else table[(table.variant == "baseline (today)")
-                                                                     & (table.rule == "cc")].iloc[0]
-        print(f"{lang}: chosen on the selection split: {chosen.variant!r} / {chosen.rule!r} "
-              f"({chosen.accuracy:.3f} vs baseline {baseline:.3f})", flush=True)
+        chosen = (
+            best
+            if best.accuracy > baseline + 0.01
+            else table[(table.variant == "baseline (today)") & (table.rule == "cc")].iloc[0]
+        )
+        print(
+            f"{lang}: chosen on the selection split: {chosen.variant!r} / {chosen.rule!r} "
+            f"({chosen.accuracy:.3f} vs baseline {baseline:.3f})",
+            flush=True,
+        )
         for label, pick in (("baseline", ("baseline (today)", "cc")), ("chosen", (chosen.variant, chosen.rule))):
             if pick[0] not in variants()[lang]:
                 continue  # an ensemble: evaluated below
@@ -155,8 +194,14 @@ def main(argv=None) -> int:
             p = probs["cc" if rule.startswith("cc + fitted") else rule]
             predicted = np.where(p[:, 0] >= threshold, "positive", "negative")
             acc = evaluation.accuracy(predicted, evaluation_part["label"])
-            report["evaluation"][f"{lang} {label}"] = {"variant": pick[0], "rule": rule, "accuracy": acc.value,
-                                                      "interval": acc.interval, "n": acc.total, "reviews_per_s": rate}
+            report["evaluation"][f"{lang} {label}"] = {
+                "variant": pick[0],
+                "rule": rule,
+                "accuracy": acc.value,
+                "interval": acc.interval,
+                "n": acc.total,
+                "reviews_per_s": rate,
+            }
             print(f"evaluation {lang} {label} ({pick[0]} / {rule}): {acc}, {rate:.1f} reviews/s", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -34,14 +34,24 @@ NAMES = [a.name for a in ASPECTS]
 def measure(engine, part: str, *, mention: str = "words", calibrate: bool = True) -> dict:
     """Figures per language for one recipe on one part of the labelled set."""
     data = reviewkit.aspect_reviews(part)
-    out = reviewkit.analyze(data, text="text", engine=engine, aspects=True, mention=mention,
-                            calibrate_scores=calibrate, cache=False, progress=False)
+    out = reviewkit.analyze(
+        data,
+        text="text",
+        engine=engine,
+        aspects=True,
+        mention=mention,
+        calibrate_scores=calibrate,
+        cache=False,
+        progress=False,
+    )
     figures = {}
     for language in ("ko", "en"):
         rows = (data["language"] == language).to_numpy()
         found = aspect_accuracy(out[rows], data[rows], NAMES)
-        figures[language] = {name: {"value": acc.value, "interval": acc.interval, "n": acc.total, "text": str(acc)}
-                             for name, acc in found.items()}
+        figures[language] = {
+            name: {"value": acc.value, "interval": acc.interval, "n": acc.total, "text": str(acc)}
+            for name, acc in found.items()
+        }
     return figures
 
 
@@ -56,20 +66,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("selection", "evaluation"), default="selection")
     parser.add_argument("--variants", action="store_true", help="compare recipe choices (selection part only)")
-    parser.add_argument("--model", default=os.environ.get("REVIEWKIT_TEST_MODEL"),
-                        help="the model (default: $REVIEWKIT_TEST_MODEL, else what reviewkit.load() picks)")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("REVIEWKIT_TEST_MODEL"),
+        help="the model (default: $REVIEWKIT_TEST_MODEL, else what reviewkit.load() picks)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     if args.variants and args.part != "selection":
         parser.error("--variants compares choices, which are made on the selection part only")
     engine = reviewkit.load(args.model)
-    results = {"date": _dt.date.today().isoformat(), "part": args.part, "model": engine.model_id,
-               "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-               "load_average": os.getloadavg()[0], "recipes": {}}
+    results = {
+        "date": _dt.date.today().isoformat(),
+        "part": args.part,
+        "model": engine.model_id,
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "load_average": os.getloadavg()[0],
+        "recipes": {},
+    }
     recipes = {"words: the mentioning clause scored (the default)": {}}
     if args.variants:
-        recipes.update({"words: the mentioning clause scored, raw": {"calibrate": False},
-                        "model: three-way question after the review, clause quoted": {"mention": "model"}})
+        recipes.update(
+            {
+                "words: the mentioning clause scored, raw": {"calibrate": False},
+                "model: three-way question after the review, clause quoted": {"mention": "model"},
+            }
+        )
     for title, options in recipes.items():
         figures = measure(engine, args.part, **options)
         show(f"{title} ({args.part} part)", figures)

@@ -66,8 +66,7 @@ def reset_prefix_cache(engine: Any, warm_texts: list[str], mention: str) -> None
         engine.llm.reset_prefix_cache()
     except Exception as exc:  # pragma: no cover - depends on the engine
         print(f"warning: reset_prefix_cache failed ({exc}); later runs may get cache hits", file=sys.stderr)
-    reviewkit.analyze(pd.DataFrame({"content": warm_texts}), aspects=True, mention=mention, cache=False,
-                      progress=False)
+    reviewkit.analyze(pd.DataFrame({"content": warm_texts}), aspects=True, mention=mention, cache=False, progress=False)
 
 
 def timed_analyze(df: Any, **options: Any) -> dict[str, Any]:
@@ -77,18 +76,28 @@ def timed_analyze(df: Any, **options: Any) -> dict[str, Any]:
     reviewkit.analyze(df, cache=False, progress=False, **options)
     seconds = time.perf_counter() - started
     stats = reviewkit.last_run()
-    figures: dict[str, Any] = {"reviews": len(df), "seconds": seconds, "reviews_per_s": len(df) / seconds,
-                               "overall_seconds": stats.seconds, "overall_engine_seconds": stats.engine_seconds,
-                               "overall_prompt_tokens": stats.prompt_tokens,
-                               "overall_cached_prompt_tokens": stats.cached_prompt_tokens,
-                               "load_average": os.getloadavg()}
+    figures: dict[str, Any] = {
+        "reviews": len(df),
+        "seconds": seconds,
+        "reviews_per_s": len(df) / seconds,
+        "overall_seconds": stats.seconds,
+        "overall_engine_seconds": stats.engine_seconds,
+        "overall_prompt_tokens": stats.prompt_tokens,
+        "overall_cached_prompt_tokens": stats.cached_prompt_tokens,
+        "load_average": os.getloadavg(),
+    }
     if stats.aspect_pass is not None:
         a = stats.aspect_pass
         figures["aspect_pass"] = {
-            "questions": a.computed, "questions_per_review": a.computed / len(df), "seconds": a.seconds,
-            "engine_seconds": a.engine_seconds, "prompt_tokens": a.prompt_tokens,
-            "cached_prompt_tokens": a.cached_prompt_tokens, "prefix_cache_hit_rate": a.prefix_cache_hit_rate,
-            "mentions": dict(a.label_counts)}
+            "questions": a.computed,
+            "questions_per_review": a.computed / len(df),
+            "seconds": a.seconds,
+            "engine_seconds": a.engine_seconds,
+            "prompt_tokens": a.prompt_tokens,
+            "cached_prompt_tokens": a.cached_prompt_tokens,
+            "prefix_cache_hit_rate": a.prefix_cache_hit_rate,
+            "mentions": dict(a.label_counts),
+        }
     return figures
 
 
@@ -107,8 +116,9 @@ def naive_prompts(engine: Any, texts: list[str], only_mentioned: bool) -> list[l
         for aspect in ASPECTS:
             if only_mentioned and not aspect.mentioned_in(text):
                 continue
-            question = engine.tokenizer(aspect.question(lang).lstrip("\n") + "\nReview: ",
-                                        add_special_tokens=False)["input_ids"]
+            question = engine.tokenizer(aspect.question(lang).lstrip("\n") + "\nReview: ", add_special_tokens=False)[
+                "input_ids"
+            ]
             prompts.append([*built[lang].prefix_ids, *question, *review, *built[lang].suffix_ids])
     return prompts
 
@@ -121,22 +131,31 @@ def timed_naive(engine: Any, texts: list[str], only_mentioned: bool, chunk_size:
     prompts = naive_prompts(engine, texts, only_mentioned)
     scored = []
     for start in range(0, len(prompts), chunk_size):
-        scored += engine.score_labels(prompts[start:start + chunk_size], token_ids)
+        scored += engine.score_labels(prompts[start : start + chunk_size], token_ids)
     seconds = time.perf_counter() - started
     prompt_tokens = sum(s.prompt_tokens for s in scored)
     cached = sum(s.cached_tokens for s in scored)
-    return {"questions": len(prompts), "questions_per_review": len(prompts) / len(texts), "seconds": seconds,
-            "prompt_tokens": prompt_tokens, "cached_prompt_tokens": cached,
-            "prefix_cache_hit_rate": cached / prompt_tokens if prompt_tokens else None,
-            "load_average": os.getloadavg()}
+    return {
+        "questions": len(prompts),
+        "questions_per_review": len(prompts) / len(texts),
+        "seconds": seconds,
+        "prompt_tokens": prompt_tokens,
+        "cached_prompt_tokens": cached,
+        "prefix_cache_hit_rate": cached / prompt_tokens if prompt_tokens else None,
+        "load_average": os.getloadavg(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="distinct varied reviews (default 1,000)")
     parser.add_argument("--naive-n", type=int, default=200, help="reviews for the naive way (default 200; 0 skips)")
-    parser.add_argument("--mention", choices=("words", "model"), default="words",
-                        help="how aspects count as mentioned in the aspect run (default words)")
+    parser.add_argument(
+        "--mention",
+        choices=("words", "model"),
+        default="words",
+        help="how aspects count as mentioned in the aspect run (default words)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="varied_reviews seed (default 0)")
     parser.add_argument("--model", default=None, help="the model (default: what reviewkit.load() picks)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
@@ -150,13 +169,21 @@ def main(argv: list[str] | None = None) -> int:
     before = {"uptime": uptime(), "load_average": os.getloadavg()}
     print(f"benchmark: before: {before['uptime']}", file=sys.stderr, flush=True)
     if before["load_average"][0] >= QUIET_LOAD:
-        print(f"warning: load average {before['load_average'][0]:.2f} >= {QUIET_LOAD}: the machine is not quiet, "
-              "the figures will be low", file=sys.stderr, flush=True)
+        print(
+            f"warning: load average {before['load_average'][0]:.2f} >= {QUIET_LOAD}: the machine is not quiet, "
+            "the figures will be low",
+            file=sys.stderr,
+            flush=True,
+        )
     df = reviewkit.varied_reviews(args.n, seed=args.seed)
     texts = list(df["content"])
     # Warm-up reviews no timed run contains (a prefix of their own keeps them distinct).
-    warm = [f"워밍업 {k}: 맛있고 친절해요, 가격도 괜찮고 양도 많아요. 웨이팅은 길었어요." if k % 2 else
-            f"warm-up {k}: tasty food, friendly staff, fair prices, big portions, a long wait." for k in range(8)]
+    warm = [
+        f"워밍업 {k}: 맛있고 친절해요, 가격도 괜찮고 양도 많아요. 웨이팅은 길었어요."
+        if k % 2
+        else f"warm-up {k}: tasty food, friendly staff, fair prices, big portions, a long wait."
+        for k in range(8)
+    ]
 
     started = time.perf_counter()
     engine = reviewkit.load(args.model)
@@ -175,63 +202,90 @@ def main(argv: list[str] | None = None) -> int:
 
     naive: dict[str, Any] | None = None
     if args.naive_n:
-        subset = df.iloc[:args.naive_n]
+        subset = df.iloc[: args.naive_n]
         reset_prefix_cache(engine, warm, args.mention)
         print(f"benchmark: naive way, {args.naive_n} reviews", file=sys.stderr, flush=True)
         small = timed_analyze(subset)
         reset_prefix_cache(engine, warm, args.mention)
-        every = timed_naive(engine, texts[:args.naive_n], only_mentioned=False)
+        every = timed_naive(engine, texts[: args.naive_n], only_mentioned=False)
         reset_prefix_cache(engine, warm, args.mention)
-        mentioned = timed_naive(engine, texts[:args.naive_n], only_mentioned=True)
+        mentioned = timed_naive(engine, texts[: args.naive_n], only_mentioned=True)
         reset_prefix_cache(engine, warm, args.mention)
         shared = timed_analyze(subset, aspects=True, mention="words")
-        naive = {"reviews": args.naive_n, "overall": small, "every_aspect": every, "mentioned_aspects": mentioned,
-                 "shared_review_words": shared,
-                 "ratio_every_aspect": (small["seconds"] + every["seconds"]) / small["seconds"],
-                 "ratio_mentioned_aspects": (small["seconds"] + mentioned["seconds"]) / small["seconds"],
-                 "ratio_shared_review_words": shared["seconds"] / small["seconds"]}
+        naive = {
+            "reviews": args.naive_n,
+            "overall": small,
+            "every_aspect": every,
+            "mentioned_aspects": mentioned,
+            "shared_review_words": shared,
+            "ratio_every_aspect": (small["seconds"] + every["seconds"]) / small["seconds"],
+            "ratio_mentioned_aspects": (small["seconds"] + mentioned["seconds"]) / small["seconds"],
+            "ratio_shared_review_words": shared["seconds"] / small["seconds"],
+        }
     reviewkit.unload()
 
     price = cost.ServingFigures().pod_price_per_hour
     ratio = both["seconds"] / overall["seconds"]
-    dollars = {"pod_price_per_hour": price,
-               "overall_per_1000": cost.cost_per_1000_reviews(price, overall["reviews_per_s"]),
-               "with_aspects_per_1000": cost.cost_per_1000_reviews(price, both["reviews_per_s"])}
+    dollars = {
+        "pod_price_per_hour": price,
+        "overall_per_1000": cost.cost_per_1000_reviews(price, overall["reviews_per_s"]),
+        "with_aspects_per_1000": cost.cost_per_1000_reviews(price, both["reviews_per_s"]),
+    }
     dollars["extra_per_1000"] = dollars["with_aspects_per_1000"] - dollars["overall_per_1000"]
     after = {"uptime": uptime(), "load_average": os.getloadavg()}
     report = {
         "date": _dt.date.today().isoformat(),
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "host": host_info(), "model": engine.model_id, "load_seconds": load_seconds,
+        "host": host_info(),
+        "model": engine.model_id,
+        "load_seconds": load_seconds,
         "order": "one run each, not interleaved: overall alone, then overall + aspects, then the naive way's "
-                 "runs on the first naive_n reviews (overall, every aspect, mentioned aspects, reviewkit's); "
-                 "prefix cache reset and shared prefixes warmed before each",
-        "n": args.n, "mention": args.mention, "cache": False, "seed": args.seed,
-        "before": before, "after": after,
-        "overall": overall, "with_aspects": both, "ratio": ratio, "target_ratio": TARGET_RATIO,
-        "met": ratio <= TARGET_RATIO, "naive": naive, "dollars": dollars,
+        "runs on the first naive_n reviews (overall, every aspect, mentioned aspects, reviewkit's); "
+        "prefix cache reset and shared prefixes warmed before each",
+        "n": args.n,
+        "mention": args.mention,
+        "cache": False,
+        "seed": args.seed,
+        "before": before,
+        "after": after,
+        "overall": overall,
+        "with_aspects": both,
+        "ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+        "met": ratio <= TARGET_RATIO,
+        "naive": naive,
+        "dollars": dollars,
     }
     a = both["aspect_pass"]
     rows = [
         ("reviews (varied_reviews, cache off)", f"{args.n:,}"),
         ("overall alone", f"{overall['seconds']:.1f} s, {overall['reviews_per_s']:.1f} reviews/s"),
-        (f"overall + 5 aspects (mention={args.mention})", f"{both['seconds']:.1f} s, "
-                                                          f"{both['reviews_per_s']:.1f} reviews/s"),
+        (
+            f"overall + 5 aspects (mention={args.mention})",
+            f"{both['seconds']:.1f} s, {both['reviews_per_s']:.1f} reviews/s",
+        ),
         ("**ratio** (target ≤ 2.0)", f"**{ratio:.2f}** ({'met' if ratio <= TARGET_RATIO else 'NOT met'})"),
         ("questions computed per review", f"{a['questions_per_review']:.2f} ({a['questions']:,} questions)"),
         ("aspect pass: seconds, prefix-cache hit rate", f"{a['seconds']:.1f} s, {a['prefix_cache_hit_rate']:.2f}"),
-        (f"$ per 1,000 reviews at ${price}/h: overall / with aspects / extra",
-         f"${dollars['overall_per_1000']:.4f} / ${dollars['with_aspects_per_1000']:.4f} / "
-         f"${dollars['extra_per_1000']:.4f}"),
+        (
+            f"$ per 1,000 reviews at ${price}/h: overall / with aspects / extra",
+            f"${dollars['overall_per_1000']:.4f} / ${dollars['with_aspects_per_1000']:.4f} / "
+            f"${dollars['extra_per_1000']:.4f}",
+        ),
     ]
     if naive:
         rows += [
-            (f"naive, every aspect a whole prompt ({naive['reviews']} reviews, "
-             f"{naive['every_aspect']['questions_per_review']:.0f} per review)",
-             f"ratio {naive['ratio_every_aspect']:.2f}, hit rate {naive['every_aspect']['prefix_cache_hit_rate']:.2f}"),
-            (f"naive, mentioned aspects only ({naive['mentioned_aspects']['questions_per_review']:.2f} per review)",
-             f"ratio {naive['ratio_mentioned_aspects']:.2f}, "
-             f"hit rate {naive['mentioned_aspects']['prefix_cache_hit_rate']:.2f}"),
+            (
+                f"naive, every aspect a whole prompt ({naive['reviews']} reviews, "
+                f"{naive['every_aspect']['questions_per_review']:.0f} per review)",
+                f"ratio {naive['ratio_every_aspect']:.2f}, "
+                f"hit rate {naive['every_aspect']['prefix_cache_hit_rate']:.2f}",
+            ),
+            (
+                f"naive, mentioned aspects only ({naive['mentioned_aspects']['questions_per_review']:.2f} per review)",
+                f"ratio {naive['ratio_mentioned_aspects']:.2f}, "
+                f"hit rate {naive['mentioned_aspects']['prefix_cache_hit_rate']:.2f}",
+            ),
             ("reviewkit (mention=words) on the same reviews", f"ratio {naive['ratio_shared_review_words']:.2f}"),
         ]
     rows.append(("load average before / after", f"{before['load_average'][0]:.2f} / {after['load_average'][0]:.2f}"))

@@ -30,9 +30,14 @@ def rate(dtype: str, texts: list[str]) -> dict:
         run = reviewkit.score_texts(texts[32:], cache=False, progress=False).stats
     finally:
         reviewkit.unload()
-    return {"dtype": dtype, "reviews": run.computed, "seconds": run.engine_seconds,
-            "reviews_per_s": run.engine_reviews_per_s, "load_seconds": load_seconds,
-            "load_average": os.getloadavg()}
+    return {
+        "dtype": dtype,
+        "reviews": run.computed,
+        "seconds": run.engine_seconds,
+        "reviews_per_s": run.engine_reviews_per_s,
+        "load_seconds": load_seconds,
+        "load_average": os.getloadavg(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,15 +54,22 @@ def main(argv: list[str] | None = None) -> int:
     texts = list(reviewkit.varied_reviews(args.n, seed=11)["content"])
     results = [rate(dtype, texts) for dtype in ("float32", "bfloat16")]
     by = {r["dtype"]: r for r in results}
-    report = {"date": _dt.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-              "reviewkit_default": cpu_dtype(), "results": results,
-              "float32_over_bfloat16": by["float32"]["reviews_per_s"] / by["bfloat16"]["reviews_per_s"]}
+    report = {
+        "date": _dt.date.today().isoformat(),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "reviewkit_default": cpu_dtype(),
+        "results": results,
+        "float32_over_bfloat16": by["float32"]["reviews_per_s"] / by["bfloat16"]["reviews_per_s"],
+    }
     print("| dtype | reviews/s | load s |\n| --- | ---: | ---: |")
     for r in results:
         print(f"| {r['dtype']} | {r['reviews_per_s']:.1f} | {r['load_seconds']:.0f} |")
-    print(f"CPU capability {report['cpu_capability']}; float32 / bfloat16 = {report['float32_over_bfloat16']:.2f}; "
-          f"reviewkit's default here: {report['reviewkit_default']}")
+    print(
+        f"CPU capability {report['cpu_capability']}; float32 / bfloat16 = {report['float32_over_bfloat16']:.2f}; "
+        f"reviewkit's default here: {report['reviewkit_default']}"
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

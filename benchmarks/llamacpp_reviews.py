@@ -37,8 +37,15 @@ def main(argv: list[str]) -> int:
     spec = json.loads(open(argv[1], encoding="utf-8").read())
     threads = len(os.sched_getaffinity(0))
     started = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=spec["gguf"], n_ctx=spec["n_ctx"], n_batch=spec["n_ctx"],
-                          n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=spec["gguf"],
+        n_ctx=spec["n_ctx"],
+        n_batch=spec["n_ctx"],
+        n_threads=threads,
+        n_threads_batch=threads,
+        logits_all=False,
+        verbose=False,
+    )
     load_seconds = time.perf_counter() - started
     n_vocab = llm.n_vocab()
     labels = np.array(spec["label_token_ids"])
@@ -62,10 +69,14 @@ def main(argv: list[str]) -> int:
             out.append(label_logprobs())
         return out, prefix_seconds
 
-    result: dict[str, Any] = {"llama_cpp_version": llama_cpp.__version__, "threads": threads,
-                              "load_seconds": load_seconds, "n_ctx": spec["n_ctx"],
-                              "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
-                              "rounds": []}
+    result: dict[str, Any] = {
+        "llama_cpp_version": llama_cpp.__version__,
+        "threads": threads,
+        "load_seconds": load_seconds,
+        "n_ctx": spec["n_ctx"],
+        "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
+        "rounds": [],
+    }
     n = sum(len(g["rests"]) for g in spec["groups"])
     scores: list[list[float] | None] = [None] * n
     for _ in range(spec.get("rounds", 1)):
@@ -76,14 +87,20 @@ def main(argv: list[str]) -> int:
             for index, value in zip(group["index"], got, strict=True):
                 scores[index] = value
         seconds = time.perf_counter() - t0
-        result["rounds"].append({"seconds": seconds, "prefix_seconds": prefix_seconds,
-                                 "cpu_seconds": _cpu_seconds() - cpu0, "reviews": n,
-                                 "evaluated_tokens": sum(len(g["prefix"]) + sum(map(len, g["rests"]))
-                                                         for g in spec["groups"])})
+        result["rounds"].append(
+            {
+                "seconds": seconds,
+                "prefix_seconds": prefix_seconds,
+                "cpu_seconds": _cpu_seconds() - cpu0,
+                "reviews": n,
+                "evaluated_tokens": sum(len(g["prefix"]) + sum(map(len, g["rests"])) for g in spec["groups"]),
+            }
+        )
     result["label_logprobs"] = scores
     # Content-free inputs (reviewkit's calibration), untimed.
-    result["content_free_logprobs"] = {g["route"]: score_group(g["prefix"], g["content_free"])[0]
-                                       for g in spec["groups"]}
+    result["content_free_logprobs"] = {
+        g["route"]: score_group(g["prefix"], g["content_free"])[0] for g in spec["groups"]
+    }
     # Check that rolling back to the prefix gives what a fresh evaluation gives.
     first = spec["groups"][0]
     diffs = []

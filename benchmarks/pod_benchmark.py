@@ -40,11 +40,11 @@ GPUS: dict[str, dict[str, Any]] = {
     "rtx-a6000": {"name": "RTX A6000", "tflops": 155, "tb_s": 0.768, "match": ("rtx a6000",)},
     "l4": {"name": "L4", "tflops": 121, "tb_s": 0.3, "match": (r"\bl4\b",)},
 }
-PARAMS = 7.6e9               # Qwen2.5-7B: 7.6e9 parameters, 6.5e9 outside the embeddings
-FLOPS_PER_TOKEN = 2 * 7e9    # ~2 x parameters per token (the 2 x 7e9)
-WEIGHT_BYTES = 2 * PARAMS    # bf16 weights, read once per decode step
-MFU = (0.4, 0.6)             # fraction of peak a large vLLM prefill batch reaches
-DECODE_MFU_SHARE = 0.5       # decode steps (B rows per GEMM, KV reads, one step per token) reach about half
+PARAMS = 7.6e9  # Qwen2.5-7B: 7.6e9 parameters, 6.5e9 outside the embeddings
+FLOPS_PER_TOKEN = 2 * 7e9  # ~2 x parameters per token (the 2 x 7e9)
+WEIGHT_BYTES = 2 * PARAMS  # bf16 weights, read once per decode step
+MFU = (0.4, 0.6)  # fraction of peak a large vLLM prefill batch reaches
+DECODE_MFU_SHARE = 0.5  # decode steps (B rows per GEMM, KV reads, one step per token) reach about half
 
 
 def gpu_key(name: str) -> str | None:
@@ -57,8 +57,9 @@ def gpu_key(name: str) -> str | None:
 
 def detected_gpu() -> str:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, check=True
+        ).stdout
         return out.strip().splitlines()[0]
     except (OSError, subprocess.CalledProcessError, IndexError):
         return ""
@@ -85,14 +86,22 @@ def expected(gpu: str, results: dict[str, Any], mfu: float) -> dict[str, float]:
     # The seed's way: prefill of its uncached prompt tokens, then `generated` decode steps;
     # a step reads every weight once for the whole batch and computes one token per sequence.
     step = max(WEIGHT_BYTES / (spec["tb_s"] * 1e12), concurrency * FLOPS_PER_TOKEN / (DECODE_MFU_SHARE * peak))
-    per_review = (FLOPS_PER_TOKEN * seed["computed_prompt_tokens_per_review"] / peak
-                  + seed["generated_tokens_per_review"] * step / concurrency)
+    per_review = (
+        FLOPS_PER_TOKEN * seed["computed_prompt_tokens_per_review"] / peak
+        + seed["generated_tokens_per_review"] * step / concurrency
+    )
     no_prefix = peak / (FLOPS_PER_TOKEN * results["prompt_tokens_per_review"])
-    return {"reviewkit_reviews_per_s": rk, "seed_style_reviews_per_s": 1 / per_review,
-            "no_prefix_cache_reviews_per_s": no_prefix, "reviewkit_vs_seed_style": rk * per_review,
-            "decode_step_ms": 1000 * step, "seed_concurrency": concurrency,
-            "decode_bound": "memory" if WEIGHT_BYTES / (spec["tb_s"] * 1e12) >= concurrency * FLOPS_PER_TOKEN / (
-                DECODE_MFU_SHARE * peak) else "compute"}
+    return {
+        "reviewkit_reviews_per_s": rk,
+        "seed_style_reviews_per_s": 1 / per_review,
+        "no_prefix_cache_reviews_per_s": no_prefix,
+        "reviewkit_vs_seed_style": rk * per_review,
+        "decode_step_ms": 1000 * step,
+        "seed_concurrency": concurrency,
+        "decode_bound": "memory"
+        if WEIGHT_BYTES / (spec["tb_s"] * 1e12) >= concurrency * FLOPS_PER_TOKEN / (DECODE_MFU_SHARE * peak)
+        else "compute",
+    }
 
 
 def expectation_table(gpu: str, results: dict[str, Any]) -> str:
@@ -111,8 +120,12 @@ def expectation_table(gpu: str, results: dict[str, Any]) -> str:
         "| measure | expected | measured |",
         "| --- | ---: | ---: |",
     ]
-    for key, unit in (("reviewkit_reviews_per_s", "reviews/s"), ("seed_style_reviews_per_s", "reviews/s"),
-                      ("no_prefix_cache_reviews_per_s", "reviews/s"), ("reviewkit_vs_seed_style", "×")):
+    for key, unit in (
+        ("reviewkit_reviews_per_s", "reviews/s"),
+        ("seed_style_reviews_per_s", "reviews/s"),
+        ("no_prefix_cache_reviews_per_s", "reviews/s"),
+        ("reviewkit_vs_seed_style", "×"),
+    ):
         measured = results.get(key, results.get("ratios", {}).get(key))
         if results.get("device") != "cuda":  # a CPU run supplies only the token counts
             measured = None
@@ -126,8 +139,12 @@ def expectation_table(gpu: str, results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
     parser.add_argument("--gpu", choices=sorted(GPUS), help="GPU for the expectation (default: detected)")
-    parser.add_argument("--expect-only", type=Path, metavar="JSON",
-                        help="print the expectation for an existing result file; run nothing")
+    parser.add_argument(
+        "--expect-only",
+        type=Path,
+        metavar="JSON",
+        help="print the expectation for an existing result file; run nothing",
+    )
     parser.add_argument("-h", "--help", action="store_true")
     args, passthrough = parser.parse_known_args(argv)
     if args.help:

@@ -66,38 +66,64 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write all results to this JSON file")
     parser.add_argument("--n", type=int, default=None, help="reviews per measured run (default 1000)")
     parser.add_argument("--scale-n", type=int, default=None, help="reviews of the scaling run (default 5000)")
-    parser.add_argument("--seed-n", type=int, default=None,
-                        help="reviews per round of the seed's way (default 200; it is slow)")
-    parser.add_argument("--no-prefix-n", type=int, default=None,
-                        help="reviews of the prefix-caching-off run (default 300)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="interleaved rounds of reviewkit / raw engine / seed's way (default 3)")
+    parser.add_argument(
+        "--seed-n", type=int, default=None, help="reviews per round of the seed's way (default 200; it is slow)"
+    )
+    parser.add_argument(
+        "--no-prefix-n", type=int, default=None, help="reviews of the prefix-caching-off run (default 300)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="interleaved rounds of reviewkit / raw engine / seed's way (default 3)"
+    )
     parser.add_argument("--quick", action="store_true", help="small N for a smoke run (a few minutes on 2 CPU cores)")
-    parser.add_argument("--model", default=None,
-                        help="model for reviewkit.load, e.g. smollm2 (default: reviewkit's default: LLM_MODEL, "
-                             "the pod model on a CUDA GPU, else the embedded Gemma)")
-    parser.add_argument("--measure-conversion", action="store_true",
-                        help="convert the packaged model (--model, default embedded) into a fresh temporary "
-                             "folder first and time it")
-    parser.add_argument("--data-dir", default=None,
-                        help="folder with the labelled CSVs (default: tests/data in the repo)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model for reviewkit.load, e.g. smollm2 (default: reviewkit's default: LLM_MODEL, "
+        "the pod model on a CUDA GPU, else the embedded Gemma)",
+    )
+    parser.add_argument(
+        "--measure-conversion",
+        action="store_true",
+        help="convert the packaged model (--model, default embedded) into a fresh temporary folder first and time it",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="folder with the labelled CSVs (default: tests/data in the repo)"
+    )
     parser.add_argument("--chunk-size", type=int, default=None, help="analyze(chunk_size=...) (default: reviewkit's)")
     parser.add_argument("--max-tokens", type=int, default=64, help="generation limit of the seed's way")
-    parser.add_argument("--tcmalloc-engines", type=int, default=None,
-                        help="engines loaded in turn without / with the tcmalloc preload (default 3: off, on, "
-                             "off; 0 skips the phase)")
-    parser.add_argument("--tcmalloc-rounds", type=int, default=None,
-                        help="timed rounds of reviewkit on --n reviews per tcmalloc engine (default 2)")
-    parser.add_argument("--llama-cpp", metavar="PYTHON", default=None,
-                        help="also score the reviews with llama-cpp-python, run by this Python (a virtualenv "
-                             "with llama_cpp; see benchmarks/README.md)")
-    parser.add_argument("--llama-n", type=int, default=None,
-                        help="reviews per llama.cpp round, the first of the --n reviews (default 300)")
+    parser.add_argument(
+        "--tcmalloc-engines",
+        type=int,
+        default=None,
+        help="engines loaded in turn without / with the tcmalloc preload (default 3: off, on, off; 0 skips the phase)",
+    )
+    parser.add_argument(
+        "--tcmalloc-rounds",
+        type=int,
+        default=None,
+        help="timed rounds of reviewkit on --n reviews per tcmalloc engine (default 2)",
+    )
+    parser.add_argument(
+        "--llama-cpp",
+        metavar="PYTHON",
+        default=None,
+        help="also score the reviews with llama-cpp-python, run by this Python (a virtualenv "
+        "with llama_cpp; see benchmarks/README.md)",
+    )
+    parser.add_argument(
+        "--llama-n",
+        type=int,
+        default=None,
+        help="reviews per llama.cpp round, the first of the --n reviews (default 300)",
+    )
     args = parser.parse_args(argv)
-    quick = dict(n=200, scale_n=600, seed_n=40, no_prefix_n=60, rounds=1, tcmalloc_engines=2, tcmalloc_rounds=1,
-                 llama_n=100)
-    full = dict(n=1000, scale_n=5000, seed_n=200, no_prefix_n=300, rounds=3, tcmalloc_engines=3, tcmalloc_rounds=2,
-                llama_n=300)
+    quick = dict(
+        n=200, scale_n=600, seed_n=40, no_prefix_n=60, rounds=1, tcmalloc_engines=2, tcmalloc_rounds=1, llama_n=100
+    )
+    full = dict(
+        n=1000, scale_n=5000, seed_n=200, no_prefix_n=300, rounds=3, tcmalloc_engines=3, tcmalloc_rounds=2, llama_n=300
+    )
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -105,8 +131,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be at least 1")
     if args.tcmalloc_engines < 0 or args.tcmalloc_rounds < 1 or not 1 <= args.llama_n <= args.n:
-        parser.error("--tcmalloc-engines must be at least 0, --tcmalloc-rounds at least 1, "
-                     "--llama-n between 1 and --n")
+        parser.error("--tcmalloc-engines must be at least 0, --tcmalloc-rounds at least 1, --llama-n between 1 and --n")
     return args
 
 
@@ -145,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     results["memory"] = {
         "peak_rss_tree_bytes": monitor.peak_rss,
         "peak_rss_tree_note": "sum of the RSS of this process and its children, sampled every 0.25 s "
-                              "(shared pages are counted once per process)",
+        "(shared pages are counted once per process)",
         "maxrss_self_bytes": usage_self,
         "maxrss_largest_child_bytes": usage_children,
         "peak_gpu_memory_used_bytes": monitor.peak_gpu,
@@ -164,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     busy_load = 2.5 * rec.cores
     results["run"]["busy_phases"] = [p["phase"] for p in rec.phases if p["loadavg_1m"] > busy_load]
     results["run"]["busy_load_threshold"] = busy_load
-    results["targets"] = {k: {"target": v, "value": results["ratios"].get(k),
-                              "met": met(k, results["ratios"].get(k), v)} for k, v in TARGETS.items()}
+    results["targets"] = {
+        k: {"target": v, "value": results["ratios"].get(k), "met": met(k, results["ratios"].get(k), v)}
+        for k, v in TARGETS.items()
+    }
     print(markdown(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -180,8 +207,16 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder, monitor: Monitor,
-            conversion_dir: Path | None, cache_dir: Path, ResultCache: Any, reviewkit: Any) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace,
+    base: list[tuple[str, str]],
+    rec: Recorder,
+    monitor: Monitor,
+    conversion_dir: Path | None,
+    cache_dir: Path,
+    ResultCache: Any,
+    reviewkit: Any,
+) -> dict[str, Any]:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -199,8 +234,7 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
 
         name = args.model or embedded.EMBEDDED_NAME
         if name not in embedded.PACKAGED:
-            raise SystemExit(f"--measure-conversion needs a packaged model {sorted(embedded.PACKAGED)}, "
-                             f"not {name!r}")
+            raise SystemExit(f"--measure-conversion needs a packaged model {sorted(embedded.PACKAGED)}, not {name!r}")
         os.environ["REVIEWKIT_MODEL_DIR"] = str(conversion_dir)
         _, conv = rec.run(f"convert {name} model", lambda: embedded.ensure_converted(name, quiet=True))
         load["conversion_seconds"] = conv
@@ -209,23 +243,33 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
     load["load_wall_seconds"] = wall
     if conversion_dir is not None:
         load["first_load_with_conversion_seconds"] = load["conversion_seconds"] + wall
-    results: dict[str, Any] = {"model": engine.model_id, "model_path": engine.model_path, "device": engine.device,
-                               "prefix_block_size": engine.prefix_block_size, "max_model_len": engine.max_model_len,
-                               "seed_style_prompt":
-                                   "chat template" if seed_uses_chat(engine) else "few-shot completion"}
+    results: dict[str, Any] = {
+        "model": engine.model_id,
+        "model_path": engine.model_path,
+        "device": engine.device,
+        "prefix_block_size": engine.prefix_block_size,
+        "max_model_len": engine.max_model_len,
+        "seed_style_prompt": "chat template" if seed_uses_chat(engine) else "few-shot completion",
+    }
     results["tcmalloc_mapped_main_engine"] = _bench_tcmalloc.tcmalloc_mapped(engine)
     llama = None
     if args.llama_cpp:  # reviewkit's prompts for llama.cpp, built with this engine's tokenizer
         if not engine.settings.is_embedded:
             raise SystemExit("--llama-cpp compares on the embedded model's GGUF file: leave out --model")
-        llama = _bench_llamacpp.write_spec(engine, texts[:args.llama_n], _bench_llamacpp.new_folder())
+        llama = _bench_llamacpp.write_spec(engine, texts[: args.llama_n], _bench_llamacpp.new_folder())
     scheduler = engine.llm.llm_engine.vllm_config.scheduler_config
-    results["engine_config"] = {"max_num_batched_tokens": scheduler.max_num_batched_tokens,
-                                "max_num_seqs": scheduler.max_num_seqs}
+    results["engine_config"] = {
+        "max_num_batched_tokens": scheduler.max_num_batched_tokens,
+        "max_num_seqs": scheduler.max_num_seqs,
+    }
 
     # Warm-up: first requests, and the per-engine calibration (content-free inputs).
-    rec.run("warm-up", lambda: run_reviewkit(["warm-up review, fine .", "워밍업 리뷰 괜찮아요"], cache=False,
-                                               chunk_size=args.chunk_size))
+    rec.run(
+        "warm-up",
+        lambda: run_reviewkit(
+            ["warm-up review, fine .", "워밍업 리뷰 괜찮아요"], cache=False, chunk_size=args.chunk_size
+        ),
+    )
     prefixes = [TokensPrompt(prompt_token_ids=p) for p in prefix_prompts(engine)]
     prefix_tokens = prefix_tokens_of(engine)
 
@@ -243,8 +287,9 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
 
     def do_rk(r: int) -> None:
         reset_prefix_cache(engine, warm_rk)
-        res, s = rec.run(f"reviewkit n={n} round {r}", lambda: run_reviewkit(texts, cache=False,
-                                                                             chunk_size=args.chunk_size))
+        res, s = rec.run(
+            f"reviewkit n={n} round {r}", lambda: run_reviewkit(texts, cache=False, chunk_size=args.chunk_size)
+        )
         res["seconds"], res["cpu_seconds"] = s, rec.last_cpu
         rk_runs.append(res)
 
@@ -256,8 +301,9 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
 
     def do_seed(r: int) -> None:
         reset_prefix_cache(engine, warm_seed)
-        res, s = rec.run(f"seed's way n={args.seed_n} round {r}",
-                         lambda: run_seed_style(engine, seed_texts, args.max_tokens))
+        res, s = rec.run(
+            f"seed's way n={args.seed_n} round {r}", lambda: run_seed_style(engine, seed_texts, args.max_tokens)
+        )
         res["seconds"], res["cpu_seconds"] = s, rec.last_cpu
         seed_runs.append(res)
 
@@ -265,8 +311,9 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
         # 3. Scaling: the same path on --scale-n reviews, run between the rounds so that
         # the N=--n figure brackets it in time (the machine's load drifts).
         reset_prefix_cache(engine, warm_rk)
-        res, s = rec.run(f"reviewkit n={args.scale_n}", lambda: run_reviewkit(scale_texts, cache=False,
-                                                                               chunk_size=args.chunk_size))
+        res, s = rec.run(
+            f"reviewkit n={args.scale_n}", lambda: run_reviewkit(scale_texts, cache=False, chunk_size=args.chunk_size)
+        )
         del res["out"]
         res["cpu_seconds"] = rec.last_cpu
         return res, s
@@ -281,31 +328,54 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
     # 4. First run and cached re-run of one DataFrame, result cache on (private folder).
     store = ResultCache(cache_dir / "results.sqlite3")
     reset_prefix_cache(engine, warm_rk)
-    first, first_s = rec.run(f"first run n={n} (cache on)", lambda: run_reviewkit(texts, cache=store,
-                                                                                  chunk_size=args.chunk_size))
-    again, again_s = rec.run(f"cached re-run n={n}", lambda: run_reviewkit(texts, cache=store,
-                                                                           chunk_size=args.chunk_size))
+    first, first_s = rec.run(
+        f"first run n={n} (cache on)", lambda: run_reviewkit(texts, cache=store, chunk_size=args.chunk_size)
+    )
+    again, again_s = rec.run(
+        f"cached re-run n={n}", lambda: run_reviewkit(texts, cache=store, chunk_size=args.chunk_size)
+    )
     same = bool((first["out"]["sentiment"].astype(str) == again["out"]["sentiment"].astype(str)).all())
     store.close()
 
     # 5. Prefix caching off: a second engine (the first is unloaded: one at a time).
     rec.run("unload", reviewkit.unload)
     print("benchmark: loading the engine (prefix caching off)", file=sys.stderr, flush=True)
-    engine2, wall2 = rec.run("load (no prefix caching)",
-                             lambda: reviewkit.load(args.model, enable_prefix_caching=False, reload=True))
+    engine2, wall2 = rec.run(
+        "load (no prefix caching)", lambda: reviewkit.load(args.model, enable_prefix_caching=False, reload=True)
+    )
     load["load_no_prefix_cache_seconds"] = engine2.load_seconds
-    rec.run("warm-up (no prefix caching)", lambda: run_reviewkit(["warm-up review, fine .", "워밍업 리뷰 괜찮아요"],
-                                                                 cache=False, chunk_size=args.chunk_size))
-    nopc, nopc_s = rec.run(f"reviewkit n={args.no_prefix_n}, no prefix cache",
-                           lambda: run_reviewkit(np_texts, cache=False, chunk_size=args.chunk_size))
+    rec.run(
+        "warm-up (no prefix caching)",
+        lambda: run_reviewkit(
+            ["warm-up review, fine .", "워밍업 리뷰 괜찮아요"], cache=False, chunk_size=args.chunk_size
+        ),
+    )
+    nopc, nopc_s = rec.run(
+        f"reviewkit n={args.no_prefix_n}, no prefix cache",
+        lambda: run_reviewkit(np_texts, cache=False, chunk_size=args.chunk_size),
+    )
     nopc_cpu = rec.last_cpu
     rec.run("unload (no prefix caching)", reviewkit.unload)
     nopc_acc = accuracy([str(x) for x in nopc["out"]["sentiment"]], np_gold)
 
-    measured = {"rk_runs": rk_runs, "raw_runs": raw_runs, "seed_runs": seed_runs, "scale": scale,
-                "scale_s": scale_s, "first_s": first_s, "again_s": again_s, "same": same, "nopc_s": nopc_s,
-                "nopc_cpu": nopc_cpu, "nopc_acc": nopc_acc, "gold": gold, "seed_gold": seed_gold,
-                "seed_texts": seed_texts, "prefix_tokens": prefix_tokens, "load": load}
+    measured = {
+        "rk_runs": rk_runs,
+        "raw_runs": raw_runs,
+        "seed_runs": seed_runs,
+        "scale": scale,
+        "scale_s": scale_s,
+        "first_s": first_s,
+        "again_s": again_s,
+        "same": same,
+        "nopc_s": nopc_s,
+        "nopc_cpu": nopc_cpu,
+        "nopc_acc": nopc_acc,
+        "gold": gold,
+        "seed_gold": seed_gold,
+        "seed_texts": seed_texts,
+        "prefix_tokens": prefix_tokens,
+        "load": load,
+    }
     results = core_figures(args, measured, results)
     # 6. and 7.: tcmalloc off / on, and llama.cpp between those engines.
     rk_labels = [str(x) for x in rk_runs[-1]["out"]["sentiment"]]
@@ -313,8 +383,16 @@ def measure(args: argparse.Namespace, base: list[tuple[str, str]], rec: Recorder
     return results
 
 
-def tcmalloc_and_llama(args: argparse.Namespace, reviewkit: Any, rec: Recorder, texts: list[str], gold: list[str],
-                       rk_labels: list[str], llama: dict[str, Any] | None, results: dict[str, Any]) -> None:
+def tcmalloc_and_llama(
+    args: argparse.Namespace,
+    reviewkit: Any,
+    rec: Recorder,
+    texts: list[str],
+    gold: list[str],
+    rk_labels: list[str],
+    llama: dict[str, Any] | None,
+    results: dict[str, Any],
+) -> None:
     """Phase 6 (engines without and with the tcmalloc preload, one at a time) and phase 7
     (llama.cpp rounds, run while no engine is loaded, each next to a tcmalloc-preloaded engine)."""
     skip = _bench_tcmalloc.why_not_compared() if args.tcmalloc_engines else "--tcmalloc-engines 0"
@@ -344,12 +422,21 @@ def tcmalloc_and_llama(args: argparse.Namespace, reviewkit: Any, rec: Recorder, 
         neighbour_rates = [_bench_tcmalloc.engine_rate(engines[j], args.n) for j in nearest]
     else:  # no preloaded engine to sit next to: two rounds, against the main rounds' rate
         for r in range(2):
-            llama_runs.append(_bench_llamacpp.run_round(args.llama_cpp, llama["spec"], rec,
-                                                        f"llama.cpp n={args.llama_n} round {r}"))
+            llama_runs.append(
+                _bench_llamacpp.run_round(args.llama_cpp, llama["spec"], rec, f"llama.cpp n={args.llama_n} round {r}")
+            )
         neighbour_rates = [results["reviewkit_reviews_per_s"]] * 2
     k = args.llama_n
-    results["llama_cpp"] = _bench_llamacpp.figures(llama_runs, neighbour_rates, k, llama["routes"], llama["labels"],
-                                                   gold[:k], rk_labels[:k], results["reviewkit_reviews_per_s"])
+    results["llama_cpp"] = _bench_llamacpp.figures(
+        llama_runs,
+        neighbour_rates,
+        k,
+        llama["routes"],
+        llama["labels"],
+        gold[:k],
+        rk_labels[:k],
+        results["reviewkit_reviews_per_s"],
+    )
     results["ratios"]["reviewkit_vs_llama_cpp"] = results["llama_cpp"]["reviewkit_vs_llama_cpp"]
 
 

@@ -48,4 +48,3 @@ def register_when_pandas_loads(module_name: str) -> None:
         return
     if not any(isinstance(f, _AfterPandasFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _AfterPandasFinder(module_name))
-

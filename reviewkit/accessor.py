@@ -28,21 +28,41 @@ class ReviewkitAccessor:
     def __init__(self, df: pd.DataFrame) -> None:
         self._df = df
 
-    def analyze(self, text: str = "content", *, labels: Sequence[str] = DEFAULT_LABELS,
-                prompt: PromptTemplate | dict[str, PromptTemplate] | None = None, engine: Engine | None = None,
-                cache: bool | ResultCache = True, calibrate_scores: bool = True,
-                chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = True, aspects: Any = None,
-                mention: str = "words") -> pd.DataFrame:
+    def analyze(
+        self,
+        text: str = "content",
+        *,
+        labels: Sequence[str] = DEFAULT_LABELS,
+        prompt: PromptTemplate | dict[str, PromptTemplate] | None = None,
+        engine: Engine | None = None,
+        cache: bool | ResultCache = True,
+        calibrate_scores: bool = True,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: bool = True,
+        aspects: Any = None,
+        mention: str = "words",
+    ) -> pd.DataFrame:
         """``reviewkit.analyze(df, text, ...)``: a copy with ``sentiment`` and ``sentiment_score``
         columns, and ``aspect_<name>`` ones with ``aspects=`` (see :func:`reviewkit.analyze`)."""
         from reviewkit import analysis  # at call time: this module is imported while pandas loads
 
-        return analysis.analyze(self._df, text, labels=labels, prompt=prompt, engine=engine, cache=cache,
-                       calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress,
-                                aspects=aspects, mention=mention)
+        return analysis.analyze(
+            self._df,
+            text,
+            labels=labels,
+            prompt=prompt,
+            engine=engine,
+            cache=cache,
+            calibrate_scores=calibrate_scores,
+            chunk_size=chunk_size,
+            progress=progress,
+            aspects=aspects,
+            mention=mention,
+        )
 
-    def summarize(self, by: str | list[str] = "restaurant_id", *, sentiment: str = SENTIMENT,
-                  score: str = SCORE) -> pd.DataFrame:
+    def summarize(
+        self, by: str | list[str] = "restaurant_id", *, sentiment: str = SENTIMENT, score: str = SCORE
+    ) -> pd.DataFrame:
         """``reviewkit.summarize(df, by, ...)``: counts and ratios per group of an analyzed frame."""
         from reviewkit import summary
 

@@ -78,15 +78,31 @@ def analyze(
     """
     check_frame(df, text)
     chosen = check_aspects(aspects, labels, text)
-    scored = _score(df[text].tolist(), engine=engine, labels=labels, prompt=prompt, cache=cache,
-                    calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
+    scored = _score(
+        df[text].tolist(),
+        engine=engine,
+        labels=labels,
+        prompt=prompt,
+        cache=cache,
+        calibrate_scores=calibrate_scores,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
     warn_unscored(scored, "index", df.index.tolist())
     out = df.copy()
     out[SENTIMENT] = pd.Categorical(scored.sentiments(), categories=list(scored.labels))
     out[SCORE] = scored.scores()
     if chosen:
-        found = _score_aspects(df[text].tolist(), engine=engine, aspects=chosen, mention=mention, cache=cache,
-                               calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
+        found = _score_aspects(
+            df[text].tolist(),
+            engine=engine,
+            aspects=chosen,
+            mention=mention,
+            cache=cache,
+            calibrate_scores=calibrate_scores,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
         warn_unscored(found, "index", df.index.tolist())
         for column, values in aspect_frame_columns(found).items():
             out[column] = values
@@ -111,8 +127,16 @@ def score_texts(
     only if some text needs it. A text that cannot be scored gets NaN (its reason in
     ``errors``) and one warning names its position. See :func:`reviewkit.scoring.score_texts`.
     """
-    scored = _score(texts, engine=engine, labels=labels, prompt=prompt, cache=cache,
-                    calibrate_scores=calibrate_scores, chunk_size=chunk_size, progress=progress)
+    scored = _score(
+        texts,
+        engine=engine,
+        labels=labels,
+        prompt=prompt,
+        cache=cache,
+        calibrate_scores=calibrate_scores,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
     warn_unscored(scored, "position", range(len(scored.probs)))
     return scored
 
@@ -122,8 +146,10 @@ def check_aspects(aspects: Any, labels: Sequence[str], text: str) -> tuple[Aspec
     chosen = resolve_aspects(aspects, labels=[str(label).strip() for label in labels])
     taken = [column for a in chosen for column in aspect_columns(a) if column in (text, SENTIMENT, SCORE)]
     if taken:
-        raise AspectError(f"aspect column {taken[0]!r} would overwrite the column {taken[0]!r} that analyze "
-                          "reads or writes; rename the aspect")
+        raise AspectError(
+            f"aspect column {taken[0]!r} would overwrite the column {taken[0]!r} that analyze "
+            "reads or writes; rename the aspect"
+        )
     return chosen
 
 
@@ -146,8 +172,12 @@ def warn_unscored(scored: ScoredTexts | ScoredAspects, where: str, names: Sequen
     rows = sorted(scored.errors)
     listed = ", ".join(repr(names[i]) for i in rows[:shown]) + (", ..." if len(rows) > shown else "")
     reasons = list(dict.fromkeys(scored.errors[i] for i in rows))
-    warnings.warn(f"{len(rows)} review(s) could not be scored and got NaN ({where} {listed}): "
-                  + "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""), stacklevel=3)
+    warnings.warn(
+        f"{len(rows)} review(s) could not be scored and got NaN ({where} {listed}): "
+        + "; ".join(reasons[:3])
+        + ("; ..." if len(reasons) > 3 else ""),
+        stacklevel=3,
+    )
 
 
 def check_frame(df: Any, text: str) -> None:

@@ -2,7 +2,7 @@
 
 The plain function over a list of texts under ``analyze(aspects=...)``, the seed API, ``reviewkit
 serve``, the Ray actor, the benchmark and the notebooks. Two recipes, both on the overall
-scoring's parts (tokenizing, calibration, the result cache, :func:`~reviewkit.scoring.score_apart`):
+scoring's parts (tokenizing, calibration, the result cache, :func:`~reviewkit.isolation.score_apart`):
 
 - ``mention="words"`` (default): an aspect is mentioned when its words are in the review, and
   its polarity is that of the clause naming it, scored by :func:`~reviewkit.scoring.score_texts`
@@ -37,6 +37,7 @@ from reviewkit.aspect_prompts import (
 )
 from reviewkit.cache import ResultCache, namespace
 from reviewkit.engines.base import Engine
+from reviewkit.isolation import score_apart
 from reviewkit.prompts import BuiltPrompt, language_of
 from reviewkit.scoring import (
     CONTENT_FREE_INPUTS,
@@ -45,7 +46,6 @@ from reviewkit.scoring import (
     calibrate,
     clean_text,
     label_probabilities,
-    score_apart,
     score_texts,
     tokenize_reviews,
     unicode_problem,

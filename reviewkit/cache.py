@@ -309,9 +309,14 @@ class ResultCache:
 
     def info(self) -> CacheInfo:
         """Path, entries, sizes and per-model counts (``reviewkit.cache_info()``)."""
-        result = CacheInfo(self.path, self.enabled, self.disabled_reason, max_bytes=self.max_bytes,
-                           disk_bytes=cache_db.disk_bytes(self.path),
-                           moved_aside=cache_db.moved_aside_files(self.path))
+        result = CacheInfo(
+            self.path,
+            self.enabled,
+            self.disabled_reason,
+            max_bytes=self.max_bytes,
+            disk_bytes=cache_db.disk_bytes(self.path),
+            moved_aside=cache_db.moved_aside_files(self.path),
+        )
         if self.enabled:
             try:
                 with self._lock:

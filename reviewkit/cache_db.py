@@ -206,8 +206,12 @@ def move_aside(path: Path, exc: BaseException, opened: int | None) -> str | None
             os.replace(side, target.with_name(target.name + suffix))
         except OSError:
             pass
-    report(path, "moved", f"it was not a readable SQLite database ({exc}); moved it aside to {target.name} and "
-           "started a fresh cache. Delete that file (or run `reviewkit cache clear`) when you no longer need it.")
+    report(
+        path,
+        "moved",
+        f"it was not a readable SQLite database ({exc}); moved it aside to {target.name} and "
+        "started a fresh cache. Delete that file (or run `reviewkit cache clear`) when you no longer need it.",
+    )
     return None
 
 

@@ -55,10 +55,10 @@ __all__ = [
 
 # RunPod Serverless per-second prices, from https://docs.runpod.io/serverless/pricing
 # (read 2026-11-30): flex workers (scale to zero) and active workers (always on).
-SERVERLESS_24GB_PER_SECOND = 0.00019          # L4, A5000, 3090: flex
-SERVERLESS_24GB_ACTIVE_PER_SECOND = 0.00013   # L4, A5000, 3090: active
-SERVERLESS_A100_PER_SECOND = 0.00076          # A100 80 GB: flex
-SERVERLESS_A100_ACTIVE_PER_SECOND = 0.00060   # A100 80 GB: active
+SERVERLESS_24GB_PER_SECOND = 0.00019  # L4, A5000, 3090: flex
+SERVERLESS_24GB_ACTIVE_PER_SECOND = 0.00013  # L4, A5000, 3090: active
+SERVERLESS_A100_PER_SECOND = 0.00076  # A100 80 GB: flex
+SERVERLESS_A100_ACTIVE_PER_SECOND = 0.00060  # A100 80 GB: active
 # The default idle timeout of a RunPod Serverless endpoint, from
 # https://docs.runpod.io/serverless/endpoints/endpoint-configurations (read 2026-11-30).
 RUNPOD_DEFAULT_IDLE_TIMEOUT_SECONDS = 5.0
@@ -79,19 +79,25 @@ def _rate(reviews_per_s: float) -> float:
 class ServingFigures:
     """Editable assumptions: the seed guide's figures and RunPod's published prices (comments)."""
 
-    pod_price_per_hour: float = 0.69                           # seed: $0.5-1.0 per GPU-hour
-    pod_load_seconds: float = 90.0                             # seed: model load took 1-2 min
+    pod_price_per_hour: float = 0.69  # seed: $0.5-1.0 per GPU-hour
+    pod_load_seconds: float = 90.0  # seed: model load took 1-2 min
     serverless_price_per_second: float = SERVERLESS_24GB_PER_SECOND  # flex; A100: 0.00076
     serverless_active_price_per_second: float = SERVERLESS_24GB_ACTIVE_PER_SECOND  # A100: 0.00060
-    serverless_cold_start_seconds: float = 90.0                # a cold worker loads the model too
+    serverless_cold_start_seconds: float = 90.0  # a cold worker loads the model too
     serverless_idle_timeout_seconds: float = RUNPOD_DEFAULT_IDLE_TIMEOUT_SECONDS  # billed after each burst
-    network_overhead_seconds: float = 0.15                     # seed: 100-200 ms per request
-    reviews_per_request: int = 10                              # one restaurant's reviews per call
+    network_overhead_seconds: float = 0.15  # seed: 100-200 ms per request
+    reviews_per_request: int = 10  # one restaurant's reviews per call
 
     def __post_init__(self) -> None:
-        for name in ("pod_price_per_hour", "pod_load_seconds", "serverless_price_per_second",
-                     "serverless_active_price_per_second", "serverless_cold_start_seconds",
-                     "serverless_idle_timeout_seconds", "network_overhead_seconds"):
+        for name in (
+            "pod_price_per_hour",
+            "pod_load_seconds",
+            "serverless_price_per_second",
+            "serverless_active_price_per_second",
+            "serverless_cold_start_seconds",
+            "serverless_idle_timeout_seconds",
+            "network_overhead_seconds",
+        ):
             _non_negative(name, getattr(self, name))
         if not isinstance(self.reviews_per_request, int) or self.reviews_per_request < 1:
             raise ValueError(f"reviews_per_request must be a positive integer, got {self.reviews_per_request!r}")
@@ -104,7 +110,7 @@ DEFAULT_FIGURES = ServingFigures()
 class Estimate:
     """What serving ``reviews`` one way costs: dollars, billed seconds, and wall time."""
 
-    option: str            # "pod" or "serverless"
+    option: str  # "pod" or "serverless"
     reviews: float
     dollars: float
     billed_seconds: float
@@ -130,8 +136,9 @@ def serverless_cost_per_1000_reviews(reviews_per_s: float, figures: ServingFigur
     return figures.serverless_price_per_second / _rate(reviews_per_s) * 1000.0
 
 
-def serverless_cost_per_request(reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *,
-                                cold: bool = False) -> float:
+def serverless_cost_per_request(
+    reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *, cold: bool = False
+) -> float:
     """$ of a lone request of ``reviews_per_request`` reviews, a burst of its own: its
     processing, the idle tail after it and, if ``cold``, a cold start (the seed quoted
     $0.001-0.01 per request)."""
@@ -146,8 +153,14 @@ def active_worker_price_per_hour(figures: ServingFigures = DEFAULT_FIGURES) -> f
     return figures.serverless_active_price_per_second * 3600.0
 
 
-def pod_estimate(reviews: float, reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *,
-                 starts: int = 1, idle_seconds: float = 0.0) -> Estimate:
+def pod_estimate(
+    reviews: float,
+    reviews_per_s: float,
+    figures: ServingFigures = DEFAULT_FIGURES,
+    *,
+    starts: int = 1,
+    idle_seconds: float = 0.0,
+) -> Estimate:
     """A pod started ``starts`` times for the job, plus any ``idle_seconds`` left running.
 
     Billed: every model load, the processing, and the idle time; the wall time has no idle.
@@ -161,8 +174,14 @@ def pod_estimate(reviews: float, reviews_per_s: float, figures: ServingFigures =
     return Estimate("pod", reviews, figures.pod_price_per_hour / 3600.0 * billed, billed, wall)
 
 
-def serverless_estimate(reviews: float, reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *,
-                        bursts: int = 1, cold: bool = True) -> Estimate:
+def serverless_estimate(
+    reviews: float,
+    reviews_per_s: float,
+    figures: ServingFigures = DEFAULT_FIGURES,
+    *,
+    bursts: int = 1,
+    cold: bool = True,
+) -> Estimate:
     """The same reviews sent to a flex serverless worker in ``bursts`` bursts.
 
     Each burst pays a cold start (unless ``cold=False``: the worker is still warm from
@@ -180,13 +199,20 @@ def serverless_estimate(reviews: float, reviews_per_s: float, figures: ServingFi
     return Estimate("serverless", reviews, figures.serverless_price_per_second * billed, billed, wall)
 
 
-def compare(reviews: float, reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *,
-            serverless_reviews_per_s: float | None = None) -> dict[str, Estimate]:
+def compare(
+    reviews: float,
+    reviews_per_s: float,
+    figures: ServingFigures = DEFAULT_FIGURES,
+    *,
+    serverless_reviews_per_s: float | None = None,
+) -> dict[str, Estimate]:
     """``{"pod": ..., "serverless": ...}`` for one batch: the pod started once for it, the
     endpoint called in one burst from cold (its own throughput if given, e.g. measured
     through HTTP)."""
-    return {"pod": pod_estimate(reviews, reviews_per_s, figures),
-            "serverless": serverless_estimate(reviews, serverless_reviews_per_s or reviews_per_s, figures)}
+    return {
+        "pod": pod_estimate(reviews, reviews_per_s, figures),
+        "serverless": serverless_estimate(reviews, serverless_reviews_per_s or reviews_per_s, figures),
+    }
 
 
 def break_even_reviews(reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES) -> float:
@@ -199,9 +225,11 @@ def break_even_reviews(reviews_per_s: float, figures: ServingFigures = DEFAULT_F
     the smaller price per second.
     """
     pod_per_s = figures.pod_price_per_hour / 3600.0
-    fixed = (figures.serverless_price_per_second
-             * (figures.serverless_cold_start_seconds + figures.serverless_idle_timeout_seconds)
-             - pod_per_s * figures.pod_load_seconds)
+    fixed = (
+        figures.serverless_price_per_second
+        * (figures.serverless_cold_start_seconds + figures.serverless_idle_timeout_seconds)
+        - pod_per_s * figures.pod_load_seconds
+    )
     slope = (pod_per_s - figures.serverless_price_per_second) / _rate(reviews_per_s)
     if fixed == 0.0:
         return 0.0
@@ -209,8 +237,9 @@ def break_even_reviews(reviews_per_s: float, figures: ServingFigures = DEFAULT_F
     return crossing if crossing > 0 else math.inf
 
 
-def break_even_reviews_per_hour(reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *,
-                                bursts_per_hour: float = 1.0) -> float:
+def break_even_reviews_per_hour(
+    reviews_per_s: float, figures: ServingFigures = DEFAULT_FIGURES, *, bursts_per_hour: float = 1.0
+) -> float:
     """Steady volume (reviews/hour) above which an always-on pod beats a flex endpoint that
     is called in ``bursts_per_hour`` cold bursts per hour.
 
@@ -219,8 +248,11 @@ def break_even_reviews_per_hour(reviews_per_s: float, figures: ServingFigures = 
     """
     _non_negative("bursts_per_hour", bursts_per_hour)
     per_review = figures.serverless_price_per_second / _rate(reviews_per_s)
-    per_hour_fixed = (bursts_per_hour * figures.serverless_price_per_second
-                      * (figures.serverless_cold_start_seconds + figures.serverless_idle_timeout_seconds))
+    per_hour_fixed = (
+        bursts_per_hour
+        * figures.serverless_price_per_second
+        * (figures.serverless_cold_start_seconds + figures.serverless_idle_timeout_seconds)
+    )
     remaining = figures.pod_price_per_hour - per_hour_fixed
     if remaining <= 0:
         return 0.0
@@ -254,19 +286,23 @@ class WatchdogSavings:
         return self.saved_idle_hours * self.price_per_hour
 
 
-def watchdog_savings(billed_idle_seconds: float, unwatched_idle_seconds: float,
-                     price_per_hour: float = DEFAULT_FIGURES.pod_price_per_hour) -> WatchdogSavings:
+def watchdog_savings(
+    billed_idle_seconds: float,
+    unwatched_idle_seconds: float,
+    price_per_hour: float = DEFAULT_FIGURES.pod_price_per_hour,
+) -> WatchdogSavings:
     """Billed and saved idle hours and dollars, from a simulation's idle seconds."""
     _non_negative("billed_idle_seconds", billed_idle_seconds)
     _non_negative("unwatched_idle_seconds", unwatched_idle_seconds)
     _non_negative("price_per_hour", price_per_hour)
     if billed_idle_seconds > unwatched_idle_seconds:
-        raise ValueError(f"billed idle ({billed_idle_seconds!r} s) exceeds the unwatched idle "
-                         f"({unwatched_idle_seconds!r} s): the watchdog cannot add idle time")
+        raise ValueError(
+            f"billed idle ({billed_idle_seconds!r} s) exceeds the unwatched idle "
+            f"({unwatched_idle_seconds!r} s): the watchdog cannot add idle time"
+        )
     return WatchdogSavings(float(billed_idle_seconds), float(unwatched_idle_seconds), float(price_per_hour))
 
 
-def savings_from_simulation(result: Any,
-                            price_per_hour: float = DEFAULT_FIGURES.pod_price_per_hour) -> WatchdogSavings:
+def savings_from_simulation(result: Any, price_per_hour: float = DEFAULT_FIGURES.pod_price_per_hour) -> WatchdogSavings:
     """:func:`watchdog_savings` of a ``reviewkit.watchdog.simulate`` result."""
     return watchdog_savings(result.idle_seconds_billed, result.idle_seconds_unwatched, price_per_hour)

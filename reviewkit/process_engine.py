@@ -50,8 +50,7 @@ def default_engine() -> Engine:
     return _engine or load()
 
 
-def load(model: str | None = None, *, reload: bool = False, warm_up: bool = True,
-         **engine_options: Any) -> Engine:
+def load(model: str | None = None, *, reload: bool = False, warm_up: bool = True, **engine_options: Any) -> Engine:
     """Return the process-wide engine, loading it on first call.
 
     Args:
@@ -105,8 +104,15 @@ def load(model: str | None = None, *, reload: bool = False, warm_up: bool = True
     return _install(settings, start, reload=reload, warm_up=warm_up)
 
 
-def connect(url: str, *, api_key: str | None = None, model: str | None = None, reload: bool = False,
-            warm_up: bool = True, **options: Any) -> Engine:
+def connect(
+    url: str,
+    *,
+    api_key: str | None = None,
+    model: str | None = None,
+    reload: bool = False,
+    warm_up: bool = True,
+    **options: Any,
+) -> Engine:
     """Make a vLLM server (a pod's ``vllm serve``, a RunPod Serverless endpoint) the engine.
 
     ``analyze``, the accessor, ``SentimentAnalyzer``, the server and the CLI then use it

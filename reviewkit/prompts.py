@@ -42,17 +42,18 @@ ENGLISH_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("overpriced , noisy and forgettable .", "negative"),
 )
 NEUTRAL_EXAMPLES: dict[str, tuple[tuple[str, str], ...]] = {
-    "ko": (("평범한 맛이에요. 좋지도 나쁘지도 않아요.", "neutral"),
-           ("영업시간은 11시부터이고 전화로 예약을 받아요.", "neutral")),
-    "en": (("it was okay , nothing special either way .", "neutral"),
-           ("the restaurant opens at 11 and takes reservations by phone .", "neutral")),
+    "ko": (
+        ("평범한 맛이에요. 좋지도 나쁘지도 않아요.", "neutral"),
+        ("영업시간은 11시부터이고 전화로 예약을 받아요.", "neutral"),
+    ),
+    "en": (
+        ("it was okay , nothing special either way .", "neutral"),
+        ("the restaurant opens at 11 and takes reservations by phone .", "neutral"),
+    ),
 }
 LANGUAGE_EXAMPLES = {"ko": KOREAN_EXAMPLES, "en": ENGLISH_EXAMPLES}
 
-DEFAULT_INSTRUCTION = (
-    "Each review below is labelled with its sentiment: {labels}. "
-    "Reviews are in Korean or English."
-)
+DEFAULT_INSTRUCTION = "Each review below is labelled with its sentiment: {labels}. Reviews are in Korean or English."
 
 
 @dataclass(frozen=True)
@@ -170,8 +171,10 @@ class PromptTemplate:
                 if not ids:
                     raise ValueError(f"label word {word!r} has no tokens")
                 if not tokenizer.decode(ids[:1]).strip():
-                    raise ValueError(f"label word {word!r} starts with a bare space token for this tokenizer, "
-                                     "which says nothing about the label: choose another word")
+                    raise ValueError(
+                        f"label word {word!r} starts with a bare space token for this tokenizer, "
+                        "which says nothing about the label: choose another word"
+                    )
                 other = first_tokens.setdefault(ids[0], label)
                 if other != label:
                     raise ValueError(
@@ -183,8 +186,14 @@ class PromptTemplate:
                 if position not in group:
                     group.append(position)
             groups.append(group)
-        return BuiltPrompt(prefix_ids, suffix_ids, list(first_tokens), self.labels,
-                           f"{self.version}.{len(prefix_ids)}", tuple(map(tuple, groups)))
+        return BuiltPrompt(
+            prefix_ids,
+            suffix_ids,
+            list(first_tokens),
+            self.labels,
+            f"{self.version}.{len(prefix_ids)}",
+            tuple(map(tuple, groups)),
+        )
 
 
 def _label_tokens(tokenizer: Any, tag_ids: list[int], tag: str, label: str) -> list[int]:
@@ -194,8 +203,8 @@ def _label_tokens(tokenizer: Any, tag_ids: list[int], tag: str, label: str) -> l
     differently (a bare word-start piece first) than after ``Sentiment:``.
     """
     ids = list(tokenizer(f"{tag} {label}", add_special_tokens=False)["input_ids"])
-    if ids[:len(tag_ids)] == tag_ids:
-        return ids[len(tag_ids):]
+    if ids[: len(tag_ids)] == tag_ids:
+        return ids[len(tag_ids) :]
     return list(tokenizer(" " + label, add_special_tokens=False)["input_ids"])
 
 
@@ -204,9 +213,7 @@ def _default_examples(labels: tuple[str, ...], language: str = "en") -> tuple[tu
     neutral = [ex for ex in NEUTRAL_EXAMPLES[language] if ex[1] in labels]
     missing = set(labels) - {label for _, label in polar + neutral}
     if missing:
-        raise ValueError(
-            f"no built-in examples for labels {sorted(missing)}: pass examples=[(text, label), ...]"
-        )
+        raise ValueError(f"no built-in examples for labels {sorted(missing)}: pass examples=[(text, label), ...]")
     # Spread the neutral examples through the list instead of ending on them.
     return tuple(polar[:3] + neutral[:1] + polar[3:6] + neutral[1:] + polar[6:])
 
@@ -222,5 +229,4 @@ def language_of(text: str) -> str:
 def default_templates(labels: Sequence[str] = DEFAULT_LABELS) -> dict[str, PromptTemplate]:
     """One template per language, sharing the label set."""
     labels = tuple(labels)
-    return {lang: PromptTemplate(labels=labels, examples=_default_examples(labels, lang))
-            for lang in LANGUAGE_EXAMPLES}
+    return {lang: PromptTemplate(labels=labels, examples=_default_examples(labels, lang)) for lang in LANGUAGE_EXAMPLES}

@@ -14,19 +14,19 @@ class RunStats:
     """Figures of one ``analyze`` call (``reviewkit.last_run()`` returns the latest)."""
 
     rows: int = 0
-    empty_rows: int = 0          # NaN / None / blank text: NaN outputs, no model call
-    unique_texts: int = 0        # distinct non-empty texts
-    cached: int = 0              # distinct texts answered by the result cache
-    computed: int = 0            # distinct texts sent to the engine
-    truncated: int = 0           # texts cut to fit the model length
-    seconds: float = 0.0         # wall time of the whole call
+    empty_rows: int = 0  # NaN / None / blank text: NaN outputs, no model call
+    unique_texts: int = 0  # distinct non-empty texts
+    cached: int = 0  # distinct texts answered by the result cache
+    computed: int = 0  # distinct texts sent to the engine
+    truncated: int = 0  # texts cut to fit the model length
+    seconds: float = 0.0  # wall time of the whole call
     engine_seconds: float = 0.0  # time inside the engine
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  # prompt tokens served by vLLM's prefix cache
     label_counts: dict[str, int] = field(default_factory=dict)
     model: str = ""
     interrupted: bool = False
-    cache: str = ""              # the result cache: "on", "off: <why>", "on (writes failing: <why>)"
+    cache: str = ""  # the result cache: "on", "off: <why>", "on (writes failing: <why>)"
     # A remote engine's HTTP figures for this call (zero in-process): requests sent,
     # retries among them, and seconds spent waiting (backoff, RunPod queue polling).
     remote_requests: int = 0
@@ -51,15 +51,19 @@ class RunStats:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(reviews_per_s=self.reviews_per_s, engine_reviews_per_s=self.engine_reviews_per_s,
-                    prefix_cache_hit_rate=self.prefix_cache_hit_rate)
+        data.update(
+            reviews_per_s=self.reviews_per_s,
+            engine_reviews_per_s=self.engine_reviews_per_s,
+            prefix_cache_hit_rate=self.prefix_cache_hit_rate,
+        )
         return data
 
     def counts_line(self) -> str:
         """The seed's summary line: 'analyzed 100 reviews: positive 60 (60%), ...'."""
         labelled = sum(self.label_counts.values())
-        parts = [f"{label} {n} ({round(100 * n / labelled) if labelled else 0}%)"
-                 for label, n in self.label_counts.items()]
+        parts = [
+            f"{label} {n} ({round(100 * n / labelled) if labelled else 0}%)" for label, n in self.label_counts.items()
+        ]
         line = f"analyzed {self.rows} reviews: " + ", ".join(parts)
         if self.empty_rows:
             line += f", no text {self.empty_rows}"
@@ -67,19 +71,25 @@ class RunStats:
 
     def __str__(self) -> str:
         hits = "n/a" if self.prompt_tokens == 0 else f"{self.prefix_cache_hit_rate:.0%}"
-        line = (f"{self.counts_line()} | {self.seconds:.2f} s, {self.reviews_per_s:.1f} reviews/s, "
-                f"{self.cached} cached, {self.computed} computed, {self.prompt_tokens} prompt tokens, "
-                f"prefix-cache hits {hits}")
+        line = (
+            f"{self.counts_line()} | {self.seconds:.2f} s, {self.reviews_per_s:.1f} reviews/s, "
+            f"{self.cached} cached, {self.computed} computed, {self.prompt_tokens} prompt tokens, "
+            f"prefix-cache hits {hits}"
+        )
         if self.cache and self.cache != "on":
             line += f", result cache {self.cache}"
         if self.remote_requests:
-            line += (f", {self.remote_requests} requests, {self.remote_retries} retries, "
-                     f"{self.remote_wait_seconds:.1f} s waiting")
+            line += (
+                f", {self.remote_requests} requests, {self.remote_retries} retries, "
+                f"{self.remote_wait_seconds:.1f} s waiting"
+            )
         if self.aspect_pass is not None:
             a = self.aspect_pass
             hits = "n/a" if a.prompt_tokens == 0 else f"{a.prefix_cache_hit_rate:.0%}"
-            line += (f" | aspects: {a.computed} questions computed, {a.cached} cached, {a.seconds:.2f} s, "
-                     f"prefix-cache hits {hits}")
+            line += (
+                f" | aspects: {a.computed} questions computed, {a.cached} cached, {a.seconds:.2f} s, "
+                f"prefix-cache hits {hits}"
+            )
         return line
 
     def add_engine_figures(self, figures: Any, before: tuple[int, int, float]) -> None:

@@ -20,13 +20,14 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Sequence
 
 import numpy as np
 
 from reviewkit import activity, runstats
 from reviewkit.cache import ResultCache, default_cache, namespace
-from reviewkit.engines.base import Engine, EngineDeadError
+from reviewkit.engines.base import Engine
+from reviewkit.isolation import Isolated, score_apart
 from reviewkit.prompts import (
     DEFAULT_LABELS,
     LANGUAGE_EXAMPLES,
@@ -48,11 +49,6 @@ CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]", "...")
 # Bump when the scoring recipe changes: it is part of the result-cache key.
 SCORING_VERSION = "cc1"
 DEFAULT_CHUNK_SIZE = 1024
-#: A failure that every one of this many parts of a batch repeats is the engine's, not a row's.
-SYSTEMIC_PARTS = 8
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -110,67 +106,10 @@ def unicode_problem(text: str) -> str | None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        return (f"not valid Unicode: a lone surrogate {text[exc.start]!r} at character {exc.start} "
-                "(send the text as UTF-8)")
+        return (
+            f"not valid Unicode: a lone surrogate {text[exc.start]!r} at character {exc.start} (send the text as UTF-8)"
+        )
     return None
-
-
-@dataclass
-class Isolated(Generic[R]):
-    """What :func:`score_apart` found: each part that scored, and each item that failed alone."""
-
-    parts: list[tuple[int, int, R]]  # (start, stop, result of score(items[start:stop])), in order
-    failed: dict[int, Exception]     # position -> its error
-
-
-def score_apart(items: Sequence[T], score: Callable[[list[T]], R],
-                check_alive: Callable[[], None] | None = None, *, engine_works: bool = False) -> Isolated[R]:
-    """``score(items)``; when that raises, the halves, then their halves, until each failure is
-    pinned on the single items that cause it, so one bad item never fails the others.
-
-    The server's batcher (a batch of requests), ``analyze`` (a chunk of texts) and the Ray
-    actor (a batch of rows) all use it. A bad item costs O(log n) extra calls. A dead engine
-    is not a bad item: :class:`EngineDeadError` (from ``score`` or from ``check_alive``,
-    called after each failure, since an engine dying mid-call may raise something else
-    first) propagates, and so does a failure that every part repeats once the batch is cut
-    in :data:`SYSTEMIC_PARTS` parts (the engine's failure: at most 15 calls, not 2n), or
-    that no part escapes (nothing scored: no proof that the items are to blame, unless the
-    caller knows the engine works, ``engine_works``). A single item is tried twice before it
-    is blamed, so a passing hiccup of the engine or its connection costs no row.
-    """
-    items = list(items)
-    parts: list[tuple[int, int, R]] = []
-    failed: dict[int, Exception] = {}
-    level = [(0, len(items))] if items else []
-    first_error: Exception | None = None
-    tried_alone: set[int] = set()
-    while level:
-        again, alone_again, scored = [], [], 0
-        for start, stop in level:
-            try:
-                parts.append((start, stop, score(items[start:stop])))
-                scored += 1
-            except EngineDeadError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - sorted below: an item's or the engine's
-                if check_alive is not None:
-                    check_alive()
-                first_error = first_error or exc
-                if stop - start > 1:
-                    again.append((start, stop))
-                elif start in tried_alone:
-                    failed[start] = exc
-                else:
-                    tried_alone.add(start)
-                    alone_again.append((start, stop))
-        if len(level) >= SYSTEMIC_PARTS and not scored and first_error is not None:
-            raise first_error
-        level = [half for start, stop in again
-                 for half in ((start, (start + stop) // 2), ((start + stop) // 2, stop))] + alone_again
-    if first_error is not None and not parts and not engine_works:
-        raise first_error
-    parts.sort(key=lambda part: part[0])
-    return Isolated(parts, failed)
 
 
 def score_texts(
@@ -233,8 +172,12 @@ def score_texts(
             raise ValueError(f"{len(unique)} distinct text(s) need an engine to score them, and none was given")
         stats.model = engine.model_id
         built = build_templates(engine, templates)
-        space = namespace(engine.cache_identity, SCORING_VERSION, str(calibrate_scores),
-                          *(f"{r}={b.version}" for r, b in sorted(built.items())))
+        space = namespace(
+            engine.cache_identity,
+            SCORING_VERSION,
+            str(calibrate_scores),
+            *(f"{r}={b.version}" for r, b in sorted(built.items())),
+        )
         store = _result_cache(cache)
         stats.cache = store.status if store is not None else "off (cache=False)"
         if store is not None:
@@ -244,8 +187,21 @@ def score_texts(
         if todo:
             mark = runstats.figures_mark(engine.figures)
             with activity.working("analyze"):
-                problems.update(_score_chunks(engine, built, todo, probs_by_text, stats, store, space,
-                                              calibrate_scores, chunk_size, progress, isolate_rows))
+                problems.update(
+                    _score_chunks(
+                        engine,
+                        built,
+                        todo,
+                        probs_by_text,
+                        stats,
+                        store,
+                        space,
+                        calibrate_scores,
+                        chunk_size,
+                        progress,
+                        isolate_rows,
+                    )
+                )
             stats.add_engine_figures(engine.figures, mark)
 
     probs = np.full((len(cleaned), len(labels)), np.nan)
@@ -298,8 +254,7 @@ def tokenize_reviews(engine: Engine, texts: Sequence[str]) -> list[list[int]]:
     return list(engine.tokenizer([" " + t for t in texts], add_special_tokens=False)["input_ids"])
 
 
-def content_free_bias(engine: Engine, built: BuiltPrompt,
-                      inputs: Sequence[str] = CONTENT_FREE_INPUTS) -> np.ndarray:
+def content_free_bias(engine: Engine, built: BuiltPrompt, inputs: Sequence[str] = CONTENT_FREE_INPUTS) -> np.ndarray:
     """The prompt's label probabilities on content-free inputs (computed once per engine)."""
     memo = engine.memo.setdefault("content_free_bias", {})
     key = (built.version, tuple(inputs))
@@ -317,21 +272,28 @@ def build_templates(engine: Engine, templates: dict[str, PromptTemplate] | None 
     return {route: t.build(engine.tokenizer, engine.prefix_block_size) for route, t in templates.items()}
 
 
-def _templates(labels: Sequence[str], prompt: PromptTemplate | dict[str, PromptTemplate] | None,
-               ) -> dict[str, PromptTemplate]:
+def _templates(
+    labels: Sequence[str],
+    prompt: PromptTemplate | dict[str, PromptTemplate] | None,
+) -> dict[str, PromptTemplate]:
     if isinstance(labels, str):
         raise TypeError(f"labels must be a sequence of label names, got the string {labels!r}")
     if prompt is None:
         return default_templates(tuple(labels))
     if isinstance(prompt, PromptTemplate):
         return {"all": prompt}
-    if isinstance(prompt, dict) and set(prompt) == set(LANGUAGES) and \
-            all(isinstance(t, PromptTemplate) for t in prompt.values()):
+    if (
+        isinstance(prompt, dict)
+        and set(prompt) == set(LANGUAGES)
+        and all(isinstance(t, PromptTemplate) for t in prompt.values())
+    ):
         if len({t.labels for t in prompt.values()}) != 1:
             raise ValueError("the per-language prompts must have the same labels")
         return dict(prompt)
-    raise TypeError("prompt must be a reviewkit.PromptTemplate or a dict of one per language "
-                    f"{sorted(LANGUAGES)}, got {type(prompt).__name__}")
+    raise TypeError(
+        "prompt must be a reviewkit.PromptTemplate or a dict of one per language "
+        f"{sorted(LANGUAGES)}, got {type(prompt).__name__}"
+    )
 
 
 def _result_cache(cache: bool | ResultCache) -> ResultCache | None:
@@ -344,31 +306,40 @@ def _route(built: dict[str, BuiltPrompt], text: str) -> str:
     return "all" if "all" in built else language_of(text)
 
 
-def build_prompts(engine: Engine, built: dict[str, BuiltPrompt], texts: Sequence[str],
-                  stats: runstats.RunStats | None = None) -> tuple[list[str], list[list[int]]]:
+def build_prompts(
+    engine: Engine, built: dict[str, BuiltPrompt], texts: Sequence[str], stats: runstats.RunStats | None = None
+) -> tuple[list[str], list[list[int]]]:
     """Each text's route and token-id prompt, truncated to fit the model length."""
     budget = {route: engine.max_model_len - b.overhead_tokens - 1 for route, b in built.items()}
     routes = [_route(built, t) for t in texts]
     prompts = []
     for route, ids in zip(routes, tokenize_reviews(engine, texts)):
         if len(ids) > budget[route]:
-            ids = ids[:budget[route]]
+            ids = ids[: budget[route]]
             if stats is not None:
                 stats.truncated += 1
         prompts.append(built[route].prompt_ids(ids))
     return routes, prompts
 
 
-def _score_chunks(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str],
-                  probs_by_text: dict[str, list[float]], stats: runstats.RunStats,
-                  store: ResultCache | None, space: str, calibrate_scores: bool,
-                  chunk_size: int, progress: bool, isolate_rows: bool) -> dict[str, str]:
+def _score_chunks(
+    engine: Engine,
+    built: dict[str, BuiltPrompt],
+    todo: list[str],
+    probs_by_text: dict[str, list[float]],
+    stats: runstats.RunStats,
+    store: ResultCache | None,
+    space: str,
+    calibrate_scores: bool,
+    chunk_size: int,
+    progress: bool,
+    isolate_rows: bool,
+) -> dict[str, str]:
     """Score ``todo`` chunk by chunk, storing each finished chunk at once; returns the texts that
     failed alone (with ``isolate_rows``) and why."""
     from tqdm.auto import tqdm
 
-    biases = {route: content_free_bias(engine, b) if calibrate_scores else None
-              for route, b in built.items()}
+    biases = {route: content_free_bias(engine, b) if calibrate_scores else None for route, b in built.items()}
     # One engine call per chunk for every route: ask for the union of their label tokens.
     label_token_ids = list(dict.fromkeys(t for b in built.values() for t in b.label_token_ids))
     columns = {route: [label_token_ids.index(t) for t in b.label_token_ids] for route, b in built.items()}
@@ -394,7 +365,7 @@ def _score_chunks(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str]
     engine_started = time.perf_counter()
     try:
         for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
+            chunk = todo[start : start + chunk_size]
             if isolate_rows:
                 found = score_apart(chunk, score_part, engine.check_alive)
             else:
@@ -412,14 +383,20 @@ def _score_chunks(engine: Engine, built: dict[str, BuiltPrompt], todo: list[str]
             bar.update(len(chunk))
     except KeyboardInterrupt:
         stats.interrupted = True
-        log.warning("interrupted after %d of %d reviews; finished chunks are %s", stats.computed,
-                    len(todo), "cached: re-run to continue" if store is not None else "lost (cache=False)")
+        log.warning(
+            "interrupted after %d of %d reviews; finished chunks are %s",
+            stats.computed,
+            len(todo),
+            "cached: re-run to continue" if store is not None else "lost (cache=False)",
+        )
         raise
     finally:
         bar.close()
         stats.engine_seconds = time.perf_counter() - engine_started
     if stats.truncated:
-        warnings.warn(f"{stats.truncated} review(s) were longer than the model length "
-                      f"({engine.max_model_len} tokens with the prompt) and were truncated",
-                      stacklevel=4)
+        warnings.warn(
+            f"{stats.truncated} review(s) were longer than the model length "
+            f"({engine.max_model_len} tokens with the prompt) and were truncated",
+            stacklevel=4,
+        )
     return failed

@@ -51,8 +51,10 @@ def restaurant_of(payloads: list[dict[str, Any]], restaurant_id: Any = None) -> 
         # 1 and "1" are the same restaurant (JSON clients write ids either way); the first review's id is kept.
         ids = {_same_id(p.get("restaurant_id")) for p in payloads}
         if len(ids) > 1:
-            raise ValueError(f"reviews belong to several restaurants {sorted(map(str, ids))}: "
-                             "pass restaurant_id or analyze them per restaurant")
+            raise ValueError(
+                f"reviews belong to several restaurants {sorted(map(str, ids))}: "
+                "pass restaurant_id or analyze them per restaurant"
+            )
         restaurant_id = payloads[0].get("restaurant_id") if payloads else None
     return restaurant_id
 
@@ -61,8 +63,9 @@ def _same_id(value: Any) -> Any:
     return str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else value
 
 
-def restaurant_result(restaurant_id: Any, payloads: list[dict[str, Any]], scored: ScoredTexts,
-                      aspects: AspectAnswer | None = None) -> dict[str, Any]:
+def restaurant_result(
+    restaurant_id: Any, payloads: list[dict[str, Any]], scored: ScoredTexts, aspects: AspectAnswer | None = None
+) -> dict[str, Any]:
     """The seed's response for one restaurant from the scores of its reviews, in order.
 
     ``aspects`` (from :func:`aspect_answers`) adds ``aspects`` to each review and the
@@ -80,8 +83,10 @@ def restaurant_result(restaurant_id: Any, payloads: list[dict[str, Any]], scored
     for label in labels:
         out[f"{label}_ratio"] = int(round(100 * counts[label] / total)) if total else 0
     out["unlabelled_count"] = total - sum(counts.values())
-    out["reviews"] = [{"id": p.get("id"), SENTIMENT: label, SCORE: None if np.isnan(score) else float(score)}
-                      for p, label, score in zip(payloads, sentiments, scores)]
+    out["reviews"] = [
+        {"id": p.get("id"), SENTIMENT: label, SCORE: None if np.isnan(score) else float(score)}
+        for p, label, score in zip(payloads, sentiments, scores)
+    ]
     if aspects is not None:
         per_review, summary = aspects
         for review, found in zip(out["reviews"], per_review, strict=True):
@@ -118,27 +123,38 @@ def aspect_answers(scored: ScoredTexts, found: ScoredAspects, sizes: Sequence[in
     from reviewkit.summary import summarize
 
     if sum(sizes) != len(found.labels) or len(found.labels) != len(scored.probs):
-        raise ValueError(f"{sum(sizes)} reviews in the restaurants, {len(found.labels)} with aspects, "
-                         f"{len(scored.probs)} scored")
+        raise ValueError(
+            f"{sum(sizes)} reviews in the restaurants, {len(found.labels)} with aspects, {len(scored.probs)} scored"
+        )
     names = [a.name for a in found.aspects]
     group = np.repeat(np.arange(len(sizes)), sizes)
     sentiments = pd.Categorical(scored.sentiments(), categories=list(scored.labels))
-    frame = pd.DataFrame({"restaurant": group, SENTIMENT: sentiments, SCORE: scored.scores(),
-                          **aspect_frame_columns(found)})
+    frame = pd.DataFrame(
+        {"restaurant": group, SENTIMENT: sentiments, SCORE: scored.scores(), **aspect_frame_columns(found)}
+    )
     summary = summarize(frame, by="restaurant") if len(frame) else None
     answers: list[AspectAnswer] = []
     start = 0
     for g, size in enumerate(sizes):
-        reviews = [{name: {"label": found.labels[row][j], "score": _number(found.scores[row, j])}
-                    for j, name in enumerate(names)} for row in range(start, start + size)]
+        reviews = [
+            {
+                name: {"label": found.labels[row][j], "score": _number(found.scores[row, j])}
+                for j, name in enumerate(names)
+            }
+            for row in range(start, start + size)
+        ]
         start += size
         counts: dict[str, Any] = {}
         row = summary.loc[g] if summary is not None and g in summary.index else None
         for name in names:
             mentions = 0 if row is None else int(row[f"{name}_mentions"])
             negative = 0 if row is None else int(row[f"{name}_negative"])
-            counts[name] = {"mentions": mentions, "positive": mentions - negative, "negative": negative,
-                            "positive_share": None if row is None else _number(row[f"{name}_positive_share"])}
+            counts[name] = {
+                "mentions": mentions,
+                "positive": mentions - negative,
+                "negative": negative,
+                "positive_share": None if row is None else _number(row[f"{name}_positive_share"]),
+            }
         top = None if row is None else row[TOP_NEGATIVE]
         counts[TOP_NEGATIVE] = top if isinstance(top, str) else None
         answers.append((reviews, counts))
@@ -152,15 +168,28 @@ def _number(value: Any) -> float | None:
 class SentimentAnalyzer:
     """``analyze(reviews, restaurant_id)`` and ``await analyze_async(...)``, as in the seed."""
 
-    def __init__(self, engine: Engine | None = None, *, labels: Sequence[str] = ("positive", "negative"),
-                 cache: bool | ResultCache = True, progress: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        labels: Sequence[str] = ("positive", "negative"),
+        cache: bool | ResultCache = True,
+        progress: bool = False,
+    ) -> None:
         self.engine = engine
         self.labels = tuple(labels)
         self.cache = cache
         self.progress = progress
 
-    def analyze(self, reviews: Iterable[Any], restaurant_id: Any = None, *, aspects: Any = None,
-                mention: str = "words", **options: Any) -> dict[str, Any]:
+    def analyze(
+        self,
+        reviews: Iterable[Any],
+        restaurant_id: Any = None,
+        *,
+        aspects: Any = None,
+        mention: str = "words",
+        **options: Any,
+    ) -> dict[str, Any]:
         """Counts, ratios (whole percent of ``total_count``, as the seed) and per-review labels.
 
         ``aspects`` (None: none, the seed's response unchanged): ``True`` for taste, service,
@@ -180,22 +209,31 @@ class SentimentAnalyzer:
         if chosen and engine is None and scoring.needs_engine(texts):
             engine = default_engine()  # one engine for both passes
         log.info("analyzing %d reviews with vLLM (restaurant_id: %s)", len(payloads), restaurant_id)
-        scored = score_texts(texts, engine=engine, labels=self.labels,
-                             cache=self.cache, progress=self.progress, **options)
+        scored = score_texts(
+            texts, engine=engine, labels=self.labels, cache=self.cache, progress=self.progress, **options
+        )
         found = None
         if chosen:
             passed = {k: v for k, v in options.items() if k in ("calibrate_scores", "chunk_size")}
-            found = score_aspects(texts, engine, aspects=chosen, mention=mention, cache=self.cache,
-                                  progress=self.progress, **passed)
+            found = score_aspects(
+                texts, engine, aspects=chosen, mention=mention, cache=self.cache, progress=self.progress, **passed
+            )
             warn_unscored(found, "position", range(len(texts)))
-        out = restaurant_result(restaurant_id, payloads, scored,
-                                None if found is None else aspect_answers(scored, found, [len(payloads)])[0])
-        log.info("analysis done: %s", ", ".join(
-            f"{label} {out[f'{label}_count']} ({out[f'{label}_ratio']}%)" for label in scored.labels))
+        out = restaurant_result(
+            restaurant_id,
+            payloads,
+            scored,
+            None if found is None else aspect_answers(scored, found, [len(payloads)])[0],
+        )
+        log.info(
+            "analysis done: %s",
+            ", ".join(f"{label} {out[f'{label}_count']} ({out[f'{label}_ratio']}%)" for label in scored.labels),
+        )
         return out
 
-    async def analyze_async(self, reviews: Iterable[Any], restaurant_id: Any = None,
-                            max_retries: int = 3, **options: Any) -> dict[str, Any]:
+    async def analyze_async(
+        self, reviews: Iterable[Any], restaurant_id: Any = None, max_retries: int = 3, **options: Any
+    ) -> dict[str, Any]:
         """``analyze`` in a worker thread, so the notebook's event loop keeps running
         (``aspects=`` and ``mention=`` as there).
 
@@ -214,7 +252,7 @@ class SentimentAnalyzer:
             except Exception as exc:
                 if attempt >= max_retries:
                     raise
-                delay = 0.5 * 2 ** attempt
+                delay = 0.5 * 2**attempt
                 attempt += 1
                 log.warning("analysis failed (%s); retry %d/%d in %.1f s", exc, attempt, max_retries, delay)
                 await asyncio.sleep(delay)

@@ -51,9 +51,12 @@ class EngineSettings:
         return kwargs
 
     def describe(self) -> str:
-        parts = [f"model={self.model!r}", f"tensor_parallel_size={self.tensor_parallel_size}",
-                 f"max_model_len={self.max_model_len}",
-                 f"enable_prefix_caching={self.enable_prefix_caching}"]
+        parts = [
+            f"model={self.model!r}",
+            f"tensor_parallel_size={self.tensor_parallel_size}",
+            f"max_model_len={self.max_model_len}",
+            f"enable_prefix_caching={self.enable_prefix_caching}",
+        ]
         parts += [f"{k}={v!r}" for k, v in self.engine_options]
         return ", ".join(parts)
 

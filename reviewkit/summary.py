@@ -7,12 +7,21 @@ import pandas as pd
 from reviewkit.aspect_prompts import ASPECT_LABELS
 from reviewkit.scoring import SCORE, SENTIMENT
 
-SUMMARY_COLUMNS = ["total", "labelled", "unlabelled", "positive", "negative",
-                   "positive_ratio", "negative_ratio", "mean_score"]
+SUMMARY_COLUMNS = [
+    "total",
+    "labelled",
+    "unlabelled",
+    "positive",
+    "negative",
+    "positive_ratio",
+    "negative_ratio",
+    "mean_score",
+]
 
 
-def summarize(df: pd.DataFrame, by: str | list[str] = "restaurant_id", *,
-              sentiment: str = SENTIMENT, score: str = SCORE) -> pd.DataFrame:
+def summarize(
+    df: pd.DataFrame, by: str | list[str] = "restaurant_id", *, sentiment: str = SENTIMENT, score: str = SCORE
+) -> pd.DataFrame:
     """Counts and ratios per group of an ``analyze`` result.
 
     ``total`` counts every row; ``unlabelled`` the rows without a label (no text), kept
@@ -31,16 +40,20 @@ def summarize(df: pd.DataFrame, by: str | list[str] = "restaurant_id", *,
     keys = [by] if isinstance(by, str) else list(by)
     missing = [c for c in keys + [sentiment, score] if c not in df.columns]
     if missing:
-        raise KeyError(f"columns {missing} not found (analyze the DataFrame first?); "
-                       f"the DataFrame's columns are {list(df.columns)}")
-    labels = list(df[sentiment].cat.categories) if isinstance(df[sentiment].dtype, pd.CategoricalDtype) \
+        raise KeyError(
+            f"columns {missing} not found (analyze the DataFrame first?); "
+            f"the DataFrame's columns are {list(df.columns)}"
+        )
+    labels = (
+        list(df[sentiment].cat.categories)
+        if isinstance(df[sentiment].dtype, pd.CategoricalDtype)
         else sorted(df[sentiment].dropna().unique())
+    )
     for needed in ("positive", "negative"):
         if needed not in labels:
             labels.append(needed)
     grouped = df.groupby(keys, sort=True, dropna=False, observed=True)
-    counts = pd.crosstab([df[k] for k in keys], df[sentiment].astype("object")) \
-        .reindex(columns=labels, fill_value=0)
+    counts = pd.crosstab([df[k] for k in keys], df[sentiment].astype("object")).reindex(columns=labels, fill_value=0)
     out = pd.DataFrame({"total": grouped.size()})
     out = out.join(counts).fillna(0)
     out[labels] = out[labels].astype("int64")
@@ -59,10 +72,14 @@ def aspect_names(df: pd.DataFrame) -> list[str]:
     """The aspects whose ``analyze(aspects=...)`` columns ``df`` holds, in column order."""
     names = []
     for column in df.columns:
-        if isinstance(column, str) and column.startswith("aspect_") and not column.endswith("_score") \
-                and isinstance(df[column].dtype, pd.CategoricalDtype) \
-                and set(df[column].cat.categories) == set(ASPECT_LABELS):
-            names.append(column[len("aspect_"):])
+        if (
+            isinstance(column, str)
+            and column.startswith("aspect_")
+            and not column.endswith("_score")
+            and isinstance(df[column].dtype, pd.CategoricalDtype)
+            and set(df[column].cat.categories) == set(ASPECT_LABELS)
+        ):
+            names.append(column[len("aspect_") :])
     return names
 
 

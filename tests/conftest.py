@@ -20,8 +20,16 @@ _session_tmp = Path(tempfile.mkdtemp(prefix="reviewkit-tests-"))
 os.environ["REVIEWKIT_CACHE_DIR"] = str(_session_tmp / "cache")
 os.environ["REVIEWKIT_ACTIVITY_FILE"] = str(_session_tmp / "activity.json")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-for name in ("LLM_MODEL", "USE_POD_VLLM", "VLLM_MAX_MODEL_LEN", "VLLM_TENSOR_PARALLEL_SIZE", "REVIEWKIT_ENGINE_URL",
-             "REVIEWKIT_API_KEY", "REVIEWKIT_ENGINE_API_KEY", "USE_RUNPOD"):
+for name in (
+    "LLM_MODEL",
+    "USE_POD_VLLM",
+    "VLLM_MAX_MODEL_LEN",
+    "VLLM_TENSOR_PARALLEL_SIZE",
+    "REVIEWKIT_ENGINE_URL",
+    "REVIEWKIT_API_KEY",
+    "REVIEWKIT_ENGINE_API_KEY",
+    "USE_RUNPOD",
+):
     os.environ.pop(name, None)  # the tests choose their own engine settings
 
 

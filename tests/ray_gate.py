@@ -23,10 +23,14 @@ MAX_WAIT = 300.0
 
 def gated_source(ray, df: pd.DataFrame, output: Path, gate: Path, held_from: int):
     """``df`` as a Dataset of 20-row blocks whose blocks from ``held_from`` on wait for ``gate``."""
-    blocks = [df.iloc[i:i + BLOCK_ROWS].assign(block=i // BLOCK_ROWS) for i in range(0, len(df), BLOCK_ROWS)]
+    blocks = [df.iloc[i : i + BLOCK_ROWS].assign(block=i // BLOCK_ROWS) for i in range(0, len(df), BLOCK_ROWS)]
     return ray.data.from_pandas(blocks).map_batches(
-        _wait_for_gate, batch_format="pyarrow", batch_size=None, num_cpus=0,
-        fn_kwargs={"output": str(output), "gate": str(gate), "held_from": held_from})
+        _wait_for_gate,
+        batch_format="pyarrow",
+        batch_size=None,
+        num_cpus=0,
+        fn_kwargs={"output": str(output), "gate": str(gate), "held_from": held_from},
+    )
 
 
 def _wait_for_gate(batch: pa.Table, output: str, gate: str, held_from: int) -> pa.Table:

@@ -26,6 +26,7 @@ LONG_REVIEW = "맛있어요 " * 2000  # 10,000 characters: longer than the model
 
 # -- the remote tests' inputs ---------------------------------------------------------------
 
+
 def remote_texts() -> list[str]:
     """Reviews from the bundled sample and the labelled test data, plus one over-long review."""
     import reviewkit
@@ -38,16 +39,33 @@ def remote_texts() -> list[str]:
 
 
 def remote_bad_frame() -> pd.DataFrame:
-    values = [float("nan"), "", "   ", "🍜🔥👍😋", "맛있어요 but the service was slow", LONG_REVIEW, None,
-              12345, "맛있어요 but the service was slow", "cold food, rude staff 😡"]
+    values = [
+        float("nan"),
+        "",
+        "   ",
+        "🍜🔥👍😋",
+        "맛있어요 but the service was slow",
+        LONG_REVIEW,
+        None,
+        12345,
+        "맛있어요 but the service was slow",
+        "cold food, rude staff 😡",
+    ]
     return pd.DataFrame({"content": values}, index=[3, 1, 1, 7, 2, 2, 9, 0, 5, 3])  # duplicate index
 
 
 # -- the Ray tests' inputs --------------------------------------------------------------------
 
 RAY_N = 200
-RAY_BAD_ROWS = [("bad-nan", np.nan), ("bad-empty", ""), ("bad-blank", "  \n"), ("bad-emoji", "😋😋🔥"),
-                ("bad-mixed", "The 비빔밥 was 최고, loved it!"), ("bad-long", LONG_REVIEW), ("bad-int", 42)]
+RAY_BAD_ROWS = [
+    ("bad-nan", np.nan),
+    ("bad-empty", ""),
+    ("bad-blank", "  \n"),
+    ("bad-emoji", "😋😋🔥"),
+    ("bad-mixed", "The 비빔밥 was 최고, loved it!"),
+    ("bad-long", LONG_REVIEW),
+    ("bad-int", 42),
+]
 
 
 def ray_samples() -> pd.DataFrame:
@@ -64,15 +82,16 @@ def ray_with_bad_rows() -> pd.DataFrame:
 
 # -- the results ------------------------------------------------------------------------------
 
+
 @dataclass
 class References:
     remote_texts: list[str]
-    remote: Any              # ScoredTexts of remote_texts
-    remote_stats: Any        # its run figures
-    remote_long: Any         # LONG_REVIEW scored alone (a long prompt's prefill chunks follow its batch)
+    remote: Any  # ScoredTexts of remote_texts
+    remote_stats: Any  # its run figures
+    remote_long: Any  # LONG_REVIEW scored alone (a long prompt's prefill chunks follow its batch)
     remote_bad_frame: pd.DataFrame
     remote_bad: pd.DataFrame  # analyze(remote_bad_frame)
-    ray: pd.DataFrame         # analyze(ray_with_bad_rows())
+    ray: pd.DataFrame  # analyze(ray_with_bad_rows())
     ray_aspects: pd.DataFrame  # analyze(ray_with_bad_rows(), aspects=True)
 
 

@@ -15,5 +15,11 @@ DATA = Path(__file__).resolve().parent / "data"
 def run_python(code: str, *, env: dict | None = None, timeout: float = 300, cwd: Path | None = None):
     """Run ``code`` in a fresh interpreter of this venv; return the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, cwd=str(cwd or ROOT))
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=str(cwd or ROOT),
+    )

@@ -16,8 +16,7 @@ import reviewkit
 from reviewkit import evaluation
 
 
-@pytest.mark.parametrize("name,floor", [("sentence_polarity_sample_en.csv", 0.85),
-                                        ("nsmc_sample_ko.csv", 0.74)])
+@pytest.mark.parametrize("name,floor", [("sentence_polarity_sample_en.csv", 0.85), ("nsmc_sample_ko.csv", 0.74)])
 def test_accuracy_on_the_evaluation_split(engine, fresh_cache, name, floor):
     _, data = evaluation.split(pd.read_csv(DATA / name))
     out = reviewkit.analyze(data, text="text", cache=fresh_cache, progress=False)

@@ -12,8 +12,13 @@ from reviewkit.prompts import PromptTemplate
 
 
 def test_columns_index_and_order_are_kept(engine, fresh_cache):
-    df = pd.DataFrame({"content": ["맛있어요! 또 올게요", "cold food, rude staff", "맛있어요! 또 올게요"],
-                       "restaurant_id": [7, 8, 9]}, index=["b", "a", "b"])  # duplicate index, unsorted
+    df = pd.DataFrame(
+        {
+            "content": ["맛있어요! 또 올게요", "cold food, rude staff", "맛있어요! 또 올게요"],
+            "restaurant_id": [7, 8, 9],
+        },
+        index=["b", "a", "b"],
+    )  # duplicate index, unsorted
     out = analyze(df, cache=fresh_cache, progress=False)
     assert list(out.columns) == ["content", "restaurant_id", "sentiment", "sentiment_score"]
     assert list(out.index) == ["b", "a", "b"]
@@ -48,8 +53,7 @@ def test_non_strings_emoji_and_mixed_languages(engine, fresh_cache):
 def test_all_rows_empty_needs_no_engine_and_empty_frame_keeps_columns(fresh_cache):
     out = analyze(pd.DataFrame({"content": [None, " "]}), cache=fresh_cache, progress=False)
     assert out["sentiment"].isna().all() and len(out) == 2
-    empty = analyze(pd.DataFrame({"content": pd.Series([], dtype=object), "x": []}),
-                    cache=fresh_cache, progress=False)
+    empty = analyze(pd.DataFrame({"content": pd.Series([], dtype=object), "x": []}), cache=fresh_cache, progress=False)
     assert len(empty) == 0 and list(empty.columns) == ["content", "x", "sentiment", "sentiment_score"]
 
 
@@ -118,8 +122,9 @@ def test_neutral_label_is_an_option(engine, fresh_cache):
 
 
 def test_colliding_labels_are_refused(engine):
-    prompt = PromptTemplate(labels=("very good", "very bad"),
-                            examples=(("Loved it", "very good"), ("Hated it", "very bad")))
+    prompt = PromptTemplate(
+        labels=("very good", "very bad"), examples=(("Loved it", "very good"), ("Hated it", "very bad"))
+    )
     with pytest.raises(ValueError, match="start with the same token"):
         analyze(pd.DataFrame({"content": ["x"]}), prompt=prompt)
     with pytest.raises(ValueError, match="no built-in examples"):
@@ -127,8 +132,10 @@ def test_colliding_labels_are_refused(engine):
 
 
 def test_custom_prompt_and_accessor(engine, fresh_cache):
-    prompt = PromptTemplate(labels=("good", "bad"), examples=(("Loved it", "good"), ("Hated it", "bad"),
-                                                              ("Superb", "good"), ("Awful", "bad")))
+    prompt = PromptTemplate(
+        labels=("good", "bad"),
+        examples=(("Loved it", "good"), ("Hated it", "bad"), ("Superb", "good"), ("Awful", "bad")),
+    )
     df = pd.DataFrame({"text": ["wonderful dinner", "terrible dinner"]})
     out = df.reviewkit.analyze(text="text", prompt=prompt, cache=fresh_cache, progress=False)
     assert out["sentiment"].tolist() == ["good", "bad"]

@@ -190,10 +190,12 @@ def test_aspect_accuracy_counts_cells_mentions_and_polarity():
     from reviewkit.evaluation import aspect_accuracy
 
     gold = pd.DataFrame({"taste": ["positive", "negative", "none"], "wait": ["none", "negative", "positive"]})
-    predicted = pd.DataFrame({
-        "aspect_taste": pd.Categorical(["positive", "positive", "none"]),
-        "aspect_wait": pd.Categorical(["none", "none", "positive"]),
-    })
+    predicted = pd.DataFrame(
+        {
+            "aspect_taste": pd.Categorical(["positive", "positive", "none"]),
+            "aspect_wait": pd.Categorical(["none", "none", "positive"]),
+        }
+    )
     found = aspect_accuracy(predicted, gold, ["taste", "wait"])
     assert (found["cells"].correct, found["cells"].total) == (4, 6)
     assert (found["mention"].correct, found["mention"].total) == (5, 6)

@@ -20,8 +20,12 @@ import _bench_tcmalloc  # noqa: E402
 
 
 def _engine(preload, *seconds, cpu=None):
-    return {"tcmalloc": preload, "mapped": preload, "load_seconds": 1.0,
-            "rounds": [{"seconds": s, "cpu_seconds": cpu} for s in seconds]}
+    return {
+        "tcmalloc": preload,
+        "mapped": preload,
+        "load_seconds": 1.0,
+        "rounds": [{"seconds": s, "cpu_seconds": cpu} for s in seconds],
+    }
 
 
 def test_tcmalloc_speedup_is_the_median_of_neighbour_ratios_in_either_order():
@@ -47,20 +51,38 @@ def test_a_slower_preloaded_engine_gives_a_ratio_below_one():
 
 def test_llama_labels_are_calibrated_per_route_like_reviewkit():
     # Both reviews lean "positive" raw, but route "en"'s content-free inputs lean positive harder.
-    result = {"label_logprobs": [[-0.5, -1.0], [-0.5, -1.0]],
-              "content_free_logprobs": {"ko": [[-0.7, -0.7]], "en": [[-0.1, -2.5]]}}
+    result = {
+        "label_logprobs": [[-0.5, -1.0], [-0.5, -1.0]],
+        "content_free_logprobs": {"ko": [[-0.7, -0.7]], "en": [[-0.1, -2.5]]},
+    }
     labels = _bench_llamacpp.labels_of(result, ["ko", "en"], ["positive", "negative"])
     assert labels == ["positive", "negative"]
 
 
 def test_llama_ratio_uses_the_engine_next_to_each_round_and_leaves_out_prefix_time():
-    rounds = [{"llama_cpp_version": "0.3", "threads": 2, "system_info": "", "load_seconds": 0.5,
-               "prefix_reuse_max_abs_diff": 0.0,
-               "label_logprobs": [[-0.1, -3.0], [-3.0, -0.1]], "content_free_logprobs": {"all": [[-0.7, -0.7]]},
-               "rounds": [{"seconds": s + 1.0, "prefix_seconds": 1.0, "cpu_seconds": 2 * s}]}
-              for s in (20.0, 25.0)]
-    fig = _bench_llamacpp.figures(rounds, [110.0, 90.0], 400, ["all", "all"], ["positive", "negative"],
-                                  ["positive", "positive"], ["positive", "negative"], 100.0)
+    rounds = [
+        {
+            "llama_cpp_version": "0.3",
+            "threads": 2,
+            "system_info": "",
+            "load_seconds": 0.5,
+            "prefix_reuse_max_abs_diff": 0.0,
+            "label_logprobs": [[-0.1, -3.0], [-3.0, -0.1]],
+            "content_free_logprobs": {"all": [[-0.7, -0.7]]},
+            "rounds": [{"seconds": s + 1.0, "prefix_seconds": 1.0, "cpu_seconds": 2 * s}],
+        }
+        for s in (20.0, 25.0)
+    ]
+    fig = _bench_llamacpp.figures(
+        rounds,
+        [110.0, 90.0],
+        400,
+        ["all", "all"],
+        ["positive", "negative"],
+        ["positive", "positive"],
+        ["positive", "negative"],
+        100.0,
+    )
     assert fig["ratio_per_round"] == pytest.approx([110.0 / 20.0, 90.0 / 16.0])
     assert fig["reviews_per_s"] == pytest.approx((20.0 + 16.0) / 2)
     assert fig["accuracy"] == 0.5 and fig["agreement_with_reviewkit"] == 1.0

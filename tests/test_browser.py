@@ -58,8 +58,9 @@ class Lab:
     server: subprocess.Popen
 
     def api(self, path: str, method: str = "GET", timeout: float = 30):
-        request = urllib.request.Request(f"{self.url}{path}", method=method,
-                                         headers={"Authorization": f"token {self.token}"})
+        request = urllib.request.Request(
+            f"{self.url}{path}", method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
         return json.loads(body) if body else None
@@ -83,8 +84,10 @@ def _free_port() -> int:
 
 def _write_settings(folder: Path) -> None:
     """Render every cell (full screenshots, all outputs in the DOM) and ask no news question."""
-    for name, values in {"notebook-extension/tracker": {"windowingMode": "none"},
-                         "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False}}.items():
+    for name, values in {
+        "notebook-extension/tracker": {"windowingMode": "none"},
+        "apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+    }.items():
         path = folder / "@jupyterlab" / f"{name}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
@@ -115,21 +118,38 @@ def lab(tmp_path_factory, request):
     # As a user's JupyterLab: no vLLM log level set, and ipykernel forwards what vLLM's engine
     # processes print (it stops doing so when it sees PYTEST_CURRENT_TEST).
     user_env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_CURRENT_TEST", "VLLM_LOGGING_LEVEL")}
-    env = {**user_env,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-           "REVIEWKIT_CACHE_DIR": str(base / "cache"),  # empty, so analyze computes and draws its bar
-           "REVIEWKIT_ACTIVITY_FILE": str(base / "activity.json"),
-           "JUPYTER_CONFIG_DIR": str(base / "config"), "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
-           "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces")}
+    env = {
+        **user_env,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        "REVIEWKIT_CACHE_DIR": str(base / "cache"),  # empty, so analyze computes and draws its bar
+        "REVIEWKIT_ACTIVITY_FILE": str(base / "activity.json"),
+        "JUPYTER_CONFIG_DIR": str(base / "config"),
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(base / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+    }
     token, port = secrets.token_hex(16), _free_port()
     log_path = base / "jupyterlab.log"
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--allow-root",
+                "--ServerApp.ip=127.0.0.1",
+                f"--ServerApp.port={port}",
+                "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={root}",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     instance = Lab(f"http://127.0.0.1:{port}", token, root, server)
     deadline = time.monotonic() + 90
     while True:
@@ -137,8 +157,9 @@ def lab(tmp_path_factory, request):
             instance.api("/api/status")
             break
         except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, \
+            assert server.poll() is None and time.monotonic() < deadline, (
                 f"JupyterLab did not start:\n{log_path.read_text()[-3000:]}"
+            )
             time.sleep(0.5)
     yield instance
     try:
@@ -151,8 +172,10 @@ def lab(tmp_path_factory, request):
             server.kill()
         capture = request.config.pluginmanager.getplugin("capturemanager")
         with capture.global_and_fixture_disabled():
-            print(f"\nbrowser test: screenshots of the notebooks after their run in {SCREENSHOTS}/ "
-                  f"(JupyterLab's log: {log_path})")
+            print(
+                f"\nbrowser test: screenshots of the notebooks after their run in {SCREENSHOTS}/ "
+                f"(JupyterLab's log: {log_path})"
+            )
 
 
 @pytest.fixture(scope="module")
@@ -233,8 +256,9 @@ def check_no_errors(page, lab: Lab, name: str) -> None:
     prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
     assert prompts and all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts), f"cells not run: {prompts}"
     outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
-    errors = [text[:1500] for text in outputs
-              if "Traceback" in text or re.search(r"^\w+(Error|Exception):", text, re.M)]
+    errors = [
+        text[:1500] for text in outputs if "Traceback" in text or re.search(r"^\w+(Error|Exception):", text, re.M)
+    ]
     assert not errors, f"{name}: cells show errors:\n" + "\n---\n".join(errors)
     as_text = [text[:300] for text in outputs if WIDGET_AS_TEXT.search(text)]
     assert not as_text, f"{name}: widgets shown as text: {as_text}"

@@ -9,8 +9,9 @@ from reviewkit.cli import main
 
 def test_analyze_csv_to_parquet_keeps_rows(engine, tmp_path, capsys):
     src = tmp_path / "reviews.csv"
-    pd.DataFrame({"review": ["Fantastic dumplings!", None, "Rude staff, cold soup."],
-                  "stars": [5, 3, 1]}).to_csv(src, index=False)
+    pd.DataFrame({"review": ["Fantastic dumplings!", None, "Rude staff, cold soup."], "stars": [5, 3, 1]}).to_csv(
+        src, index=False
+    )
     dst = tmp_path / "out" / "scored.parquet"
     assert main(["analyze", str(src), "-o", str(dst), "--text", "review", "--no-cache", "-q"]) == 0
     out = pd.read_parquet(dst)
@@ -57,8 +58,16 @@ def test_aspects_flag_adds_the_aspect_columns(engine, tmp_path, capsys):
     dst = tmp_path / "some.parquet"
     assert main(["analyze", str(src), "-o", str(dst), "--aspects", "taste,service", "-q"]) == 0
     out = pd.read_parquet(dst)
-    assert list(out.columns) == ["content", "stars", "sentiment", "sentiment_score", "aspect_taste",
-                                 "aspect_taste_score", "aspect_service", "aspect_service_score"]
+    assert list(out.columns) == [
+        "content",
+        "stars",
+        "sentiment",
+        "sentiment_score",
+        "aspect_taste",
+        "aspect_taste_score",
+        "aspect_service",
+        "aspect_service_score",
+    ]
     assert out["stars"].tolist() == [3, 1, 2]
     expected = reviewkit.analyze(pd.DataFrame({"content": texts}), aspects=True, progress=False)  # from the cache
     for name in ("taste", "service"):
@@ -70,16 +79,24 @@ def test_aspects_flag_adds_the_aspect_columns(engine, tmp_path, capsys):
     assert main(["analyze", str(src), "-o", str(dst), "-q", "--aspects"]) == 0
     out = pd.read_csv(dst)
     assert [c for c in out.columns if c.startswith("aspect_") and not c.endswith("_score")] == [
-        "aspect_taste", "aspect_service", "aspect_price", "aspect_portion", "aspect_wait"]
+        "aspect_taste",
+        "aspect_service",
+        "aspect_price",
+        "aspect_portion",
+        "aspect_wait",
+    ]
     assert out["aspect_taste"].tolist()[::2] == expected["aspect_taste"].tolist()[::2]
     assert out["aspect_price"].tolist()[::2] == ["none", "none"] and pd.isna(out["aspect_price"][1])
 
 
-@pytest.mark.parametrize("argv, problem", [
-    (["--aspects", "taste,smell"], "unknown aspect 'smell': choose from taste,service,price,portion,wait"),
-    (["--aspects", "wait,wait"], "an aspect is given twice"),
-    (["--text", "aspect_taste", "--aspects", "taste"], "would overwrite the column 'aspect_taste'"),
-])
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["--aspects", "taste,smell"], "unknown aspect 'smell': choose from taste,service,price,portion,wait"),
+        (["--aspects", "wait,wait"], "an aspect is given twice"),
+        (["--text", "aspect_taste", "--aspects", "taste"], "would overwrite the column 'aspect_taste'"),
+    ],
+)
 def test_a_bad_aspect_exits_2_with_a_one_line_error_before_loading(tmp_path, capsys, argv, problem):
     src = tmp_path / "r.csv"
     pd.DataFrame({"content": ["x"], "aspect_taste": ["y"]}).to_csv(src, index=False)

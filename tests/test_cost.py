@@ -39,12 +39,19 @@ def test_the_cost_notebook_states_the_default_figures():
         cost.DEFAULT_FIGURES.pod_price_per_hour = 2.0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("field, value", [
-    ("pod_price_per_hour", -0.1), ("pod_load_seconds", math.nan), ("serverless_price_per_second", math.inf),
-    ("serverless_idle_timeout_seconds", -1.0), ("serverless_active_price_per_second", math.nan),
-    ("reviews_per_request", 0),
-    ("reviews_per_request", 2.5), ("network_overhead_seconds", -1),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("pod_price_per_hour", -0.1),
+        ("pod_load_seconds", math.nan),
+        ("serverless_price_per_second", math.inf),
+        ("serverless_idle_timeout_seconds", -1.0),
+        ("serverless_active_price_per_second", math.nan),
+        ("reviews_per_request", 0),
+        ("reviews_per_request", 2.5),
+        ("network_overhead_seconds", -1),
+    ],
+)
 def test_figures_refuse_impossible_values(field, value):
     with pytest.raises(ValueError, match=field):
         ServingFigures(**{field: value})
@@ -54,16 +61,15 @@ def test_pod_estimate_bills_load_processing_and_idle():
     f = ServingFigures(pod_price_per_hour=3.6, pod_load_seconds=100.0)
     est = cost.pod_estimate(1000, 10.0, f)
     assert est.option == "pod"
-    assert est.wall_seconds == pytest.approx(200.0)       # 100 s load + 100 s work
+    assert est.wall_seconds == pytest.approx(200.0)  # 100 s load + 100 s work
     assert est.billed_seconds == pytest.approx(200.0)
     assert est.dollars == pytest.approx(0.2)
     assert est.dollars_per_1000_reviews == pytest.approx(0.2)
     idle = cost.pod_estimate(1000, 10.0, f, starts=2, idle_seconds=50.0)
-    assert idle.wall_seconds == pytest.approx(300.0)      # idle time is billed, not waited for
+    assert idle.wall_seconds == pytest.approx(300.0)  # idle time is billed, not waited for
     assert idle.billed_seconds == pytest.approx(350.0)
     assert idle.dollars == pytest.approx(0.35)
-    assert cost.pod_estimate(1000, 10.0, f, starts=0).dollars == pytest.approx(
-        cost.cost_per_1000_reviews(3.6, 10.0))
+    assert cost.pod_estimate(1000, 10.0, f, starts=0).dollars == pytest.approx(cost.cost_per_1000_reviews(3.6, 10.0))
     with pytest.raises(ValueError):
         cost.pod_estimate(10, 1.0, f, starts=-1)
     with pytest.raises(ValueError):
@@ -71,19 +77,24 @@ def test_pod_estimate_bills_load_processing_and_idle():
 
 
 def test_serverless_estimate_bills_a_cold_start_and_an_idle_tail_per_burst():
-    f = ServingFigures(serverless_price_per_second=0.001, serverless_cold_start_seconds=60.0,
-                       serverless_idle_timeout_seconds=5.0, network_overhead_seconds=0.2, reviews_per_request=10)
+    f = ServingFigures(
+        serverless_price_per_second=0.001,
+        serverless_cold_start_seconds=60.0,
+        serverless_idle_timeout_seconds=5.0,
+        network_overhead_seconds=0.2,
+        reviews_per_request=10,
+    )
     est = cost.serverless_estimate(100, 10.0, f)
     # 10 s of work in one burst: one 60 s cold start and one 5 s idle tail.
     assert est.billed_seconds == pytest.approx(75.0)
     assert est.dollars == pytest.approx(0.075)
-    assert est.wall_seconds == pytest.approx(72.0)         # + 10 x 0.2 s network; the tail is not waited for
+    assert est.wall_seconds == pytest.approx(72.0)  # + 10 x 0.2 s network; the tail is not waited for
     three = cost.serverless_estimate(100, 10.0, f, bursts=3)
     assert three.billed_seconds == pytest.approx(10.0 + 3 * 65.0)
     warm = cost.serverless_estimate(100, 10.0, f, cold=False)
     assert warm.billed_seconds == pytest.approx(15.0)
-    assert cost.serverless_cost_per_1000_reviews(10.0, f) == pytest.approx(0.1)   # inside a warm burst
-    assert cost.serverless_cost_per_request(10.0, f) == pytest.approx(0.006)      # 1 s + 5 s tail
+    assert cost.serverless_cost_per_1000_reviews(10.0, f) == pytest.approx(0.1)  # inside a warm burst
+    assert cost.serverless_cost_per_request(10.0, f) == pytest.approx(0.006)  # 1 s + 5 s tail
     assert cost.serverless_cost_per_request(10.0, f, cold=True) == pytest.approx(0.066)
     with pytest.raises(ValueError, match="bursts"):
         cost.serverless_estimate(100, 10.0, f, bursts=0)
@@ -117,8 +128,13 @@ def test_seed_request_price_is_in_the_seeds_range():
 
 def test_compare_and_break_even_agree():
     # A pod dearer per second than the flex worker but quicker to start: the pod wins small batches.
-    f = ServingFigures(pod_price_per_hour=0.72, pod_load_seconds=60.0, serverless_price_per_second=0.00019,
-                       serverless_cold_start_seconds=90.0, serverless_idle_timeout_seconds=5.0)
+    f = ServingFigures(
+        pod_price_per_hour=0.72,
+        pod_load_seconds=60.0,
+        serverless_price_per_second=0.00019,
+        serverless_cold_start_seconds=90.0,
+        serverless_idle_timeout_seconds=5.0,
+    )
     rate = 20.0
     n = cost.break_even_reviews(rate, f)
     assert 0 < n < math.inf
@@ -134,16 +150,22 @@ def test_compare_and_break_even_agree():
 
 def test_break_even_edges():
     # Serverless cheaper per second and to start: it is cheaper at every size, they never cross.
-    cheap = ServingFigures(pod_price_per_hour=3.6, serverless_price_per_second=0.0001,
-                           serverless_cold_start_seconds=10.0)
+    cheap = ServingFigures(
+        pod_price_per_hour=3.6, serverless_price_per_second=0.0001, serverless_cold_start_seconds=10.0
+    )
     assert cost.break_even_reviews(10.0, cheap) == math.inf
     assert cost.compare(10**6, 10.0, cheap)["serverless"].dollars < cost.compare(10**6, 10.0, cheap)["pod"].dollars
     # A cheaper pod that starts for free is never dearer: no crossing either.
     free_load = ServingFigures(pod_price_per_hour=0.36, pod_load_seconds=0.0)
     assert cost.break_even_reviews(10.0, free_load) == math.inf
     # Equal starts: the same cost at size 0.
-    same = ServingFigures(pod_price_per_hour=0.36, pod_load_seconds=95.0, serverless_price_per_second=0.0001,
-                          serverless_cold_start_seconds=90.0, serverless_idle_timeout_seconds=5.0)
+    same = ServingFigures(
+        pod_price_per_hour=0.36,
+        pod_load_seconds=95.0,
+        serverless_price_per_second=0.0001,
+        serverless_cold_start_seconds=90.0,
+        serverless_idle_timeout_seconds=5.0,
+    )
     assert cost.break_even_reviews(10.0, same) == 0.0
 
 

@@ -13,8 +13,11 @@ def _pip_entries():
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    expected = set(project["dependencies"]) | set(project["optional-dependencies"]["gpu"]) \
+    expected = (
+        set(project["dependencies"])
+        | set(project["optional-dependencies"]["gpu"])
         | set(project["optional-dependencies"]["notebook"])
+    )
     assert set(_pip_entries()) == expected
 
 

@@ -48,8 +48,9 @@ def test_bad_arguments_are_refused_before_anything_loads(tmp_path):
         "output is a folder": ["analyze", str(good), "-o", str(tmp_path)],
         "zero price": ["demo", "--price-per-hour", "0"],
     }
-    proc = subprocess.run([sys.executable, "-c", _CASES, json.dumps(cases)], capture_output=True, text=True,
-                          timeout=120, cwd=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CASES, json.dumps(cases)], capture_output=True, text=True, timeout=120, cwd=str(ROOT)
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     messages = result["messages"]
@@ -82,8 +83,11 @@ def test_load_status_outside_jupyter_is_one_line_per_step(capsys):
     with pytest.raises(RuntimeError), loadstatus.shown():
         raise RuntimeError("boom")
     lines = capsys.readouterr().err.splitlines()
-    assert lines[:3] == ["reviewkit: loading the engine...", "reviewkit: starting vLLM with embedded...",
-                         "reviewkit: warming up..."]
+    assert lines[:3] == [
+        "reviewkit: loading the engine...",
+        "reviewkit: starting vLLM with embedded...",
+        "reviewkit: warming up...",
+    ]
     assert re.fullmatch(r"reviewkit: engine ready after \d+\.\d s", lines[3])
     assert lines[4] == "reviewkit: loading the engine..."
     assert re.fullmatch(r"reviewkit: loading failed after \d+\.\d s", lines[5]) and len(lines) == 6
@@ -127,9 +131,15 @@ def test_demo_from_a_stdin_script_prints_one_rate_keeps_the_users_preload_and_ex
     from ``python - <<EOF`` (no main file for vLLM's spawned processes to re-import) with
     the user's own ``LD_PRELOAD`` (one engine start covers both)."""
     libm = "/lib/x86_64-linux-gnu/libm.so.6" if Path("/lib/x86_64-linux-gnu/libm.so.6").exists() else "libm.so.6"
-    proc = subprocess.run([sys.executable, "-"], input=_DEMO_FROM_STDIN, capture_output=True, text=True,
-                          timeout=420, cwd=str(ROOT), env={**os.environ, "LD_PRELOAD": libm,
-                                                           "REVIEWKIT_CACHE_DIR": str(tmp_path / "cache")})
+    proc = subprocess.run(
+        [sys.executable, "-"],
+        input=_DEMO_FROM_STDIN,
+        capture_output=True,
+        text=True,
+        timeout=420,
+        cwd=str(ROOT),
+        env={**os.environ, "LD_PRELOAD": libm, "REVIEWKIT_CACHE_DIR": str(tmp_path / "cache")},
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     # vLLM kills engine processes that take over 5 s to exit, and says so; unload waits for them.
@@ -142,11 +152,14 @@ def test_demo_from_a_stdin_script_prints_one_rate_keeps_the_users_preload_and_ex
     assert watched, proc.stdout[-1500:]
     assert int(watched[1]) >= 1 and watched.groups()[1:] == ("False", "0", "None", "False")
     # One rate on stdout, explained, and the cost line uses it.
-    demo_output = proc.stdout[:watched.start()]
+    demo_output = proc.stdout[: watched.start()]
     rates = re.findall(r"(\d+(?:\.\d+)?) ?reviews?/s", demo_output)
     assert len(rates) == 1, demo_output[-1500:]
-    assert re.search(rf"Throughput: {re.escape(rates[0])} reviews/s = 48 reviews computed in [\d.]+ s inside "
-                     r"the engine", demo_output)
+    assert re.search(
+        rf"Throughput: {re.escape(rates[0])} reviews/s = 48 reviews computed in [\d.]+ s inside "
+        r"the engine",
+        demo_output,
+    )
     assert re.search(r"Cost at \$0\.69/h at that throughput: \$\d+\.\d{4} per 1,000 reviews", demo_output)
     assert "48 computed" in demo_output
     # The load said what it was doing (stderr; a widget in Jupyter, see test_browser).

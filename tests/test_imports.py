@@ -60,12 +60,28 @@ except ImportError as e:
 #: Modules by layer, lowest first; a module may import its own layer and the ones below. A
 #: name covers its submodules unless one of them is listed itself (the longest name wins).
 LAYERS = (
-    ("reviewkit._version", "reviewkit._pandas_hook", "reviewkit.atomicfile", "reviewkit.activity", "reviewkit.runstats",
-     "reviewkit.loadstatus", "reviewkit.cost", "reviewkit.evaluation"),
+    (
+        "reviewkit._version",
+        "reviewkit._pandas_hook",
+        "reviewkit.atomicfile",
+        "reviewkit.activity",
+        "reviewkit.runstats",
+        "reviewkit.loadstatus",
+        "reviewkit.cost",
+        "reviewkit.evaluation",
+    ),
     ("reviewkit.watchdog",),
-    ("reviewkit.settings", "reviewkit.embedded", "reviewkit.prompts", "reviewkit.cache_db", "reviewkit.cache",
-     "reviewkit.samples", "reviewkit.aspect_prompts"),
+    (
+        "reviewkit.settings",
+        "reviewkit.embedded",
+        "reviewkit.prompts",
+        "reviewkit.cache_db",
+        "reviewkit.cache",
+        "reviewkit.samples",
+        "reviewkit.aspect_prompts",
+    ),
     ("reviewkit.engines", "reviewkit.vllm_server"),
+    ("reviewkit.isolation",),
     ("reviewkit.scoring",),
     ("reviewkit.aspects",),
     ("reviewkit.process_engine",),
@@ -120,8 +136,12 @@ def _layer(module: str) -> int:
 
 def test_every_import_goes_down_the_layers():
     graph = _package_imports()
-    upward = [f"{m} (layer {_layer(m)}) imports {t} (layer {_layer(t)})"
-              for m, targets in graph.items() for t in targets if _layer(t) > _layer(m)]
+    upward = [
+        f"{m} (layer {_layer(m)}) imports {t} (layer {_layer(t)})"
+        for m, targets in graph.items()
+        for t in targets
+        if _layer(t) > _layer(m)
+    ]
     assert not upward, "\n".join(upward)
 
 

@@ -23,13 +23,16 @@ def _close_figures():
 
 
 def _summary() -> pd.DataFrame:
-    df = pd.DataFrame({
-        "restaurant_id": [1, 1, 1, 2, 2, 3],
-        "restaurant": ["A", "A", "A", "B", "B", "C"],
-        "sentiment": pd.Categorical(["positive", "negative", "positive", "negative", None, "positive"],
-                                    categories=["positive", "negative"]),
-        "sentiment_score": [0.9, 0.1, 0.8, 0.2, float("nan"), 0.7],
-    })
+    df = pd.DataFrame(
+        {
+            "restaurant_id": [1, 1, 1, 2, 2, 3],
+            "restaurant": ["A", "A", "A", "B", "B", "C"],
+            "sentiment": pd.Categorical(
+                ["positive", "negative", "positive", "negative", None, "positive"], categories=["positive", "negative"]
+            ),
+            "sentiment_score": [0.9, 0.1, 0.8, 0.2, float("nan"), 0.7],
+        }
+    )
     return reviewkit.summarize(df, by=["restaurant_id", "restaurant"])
 
 
@@ -61,8 +64,15 @@ def test_plot_summary_draws_on_given_axes_and_checks_input():
 
 def test_plot_sweep_and_bars_have_titles_and_units():
     data = pd.DataFrame({"n": [64, 256, 1024], "rps": [40.0, 50.0, 55.0], "tps": [4000.0, 5000.0, 5500.0]})
-    fig = plots.plot_sweep(data, "n", {"rps": "reviews/s"}, title="Throughput", xlabel="Reviews",
-                           ylabel="Reviews per second (reviews/s)", logx=True)
+    fig = plots.plot_sweep(
+        data,
+        "n",
+        {"rps": "reviews/s"},
+        title="Throughput",
+        xlabel="Reviews",
+        ylabel="Reviews per second (reviews/s)",
+        logx=True,
+    )
     ax = fig.axes[0]
     assert (ax.get_title(), ax.get_xlabel()) == ("Throughput", "Reviews")
     assert ax.get_xscale() == "log" and len(ax.lines) == 1
@@ -74,8 +84,9 @@ def test_plot_sweep_and_bars_have_titles_and_units():
 
 def test_plot_cost_comparison_marks_break_even():
     volumes = [10, 100, 1000, 10000]
-    fig = plots.plot_cost_comparison(volumes, {"pod": [1, 1.1, 2, 10], "serverless": [0.1, 1, 10, 100]},
-                                     break_even=110.0)
+    fig = plots.plot_cost_comparison(
+        volumes, {"pod": [1, 1.1, 2, 10], "serverless": [0.1, 1, 10, 100]}, break_even=110.0
+    )
     ax = fig.axes[0]
     assert ax.get_title() and "US$" in ax.get_ylabel() and ax.get_xlabel()
     assert [line.get_label() for line in ax.get_lines()][:2] == ["pod", "serverless"]
@@ -89,8 +100,7 @@ def test_plot_watchdog_timeline_from_a_simulation(tmp_path):
     trace.write_text("seconds,gpu0\n" + "".join(f"{60 * i},{80 if i < 12 else 1}\n" for i in range(30)))
     result = simulate(trace, preset="aggressive")
     assert result.stop_time == 14 * 60
-    fig = plots.plot_watchdog_timeline(result.records(), stop_time=result.stop_time, threshold=5.0,
-                                       title="aggressive")
+    fig = plots.plot_watchdog_timeline(result.records(), stop_time=result.stop_time, threshold=5.0, title="aggressive")
     ax = fig.axes[0]
     assert ax.get_title() == "aggressive"
     assert ax.get_xlabel() == "Time since the pod started (h)"

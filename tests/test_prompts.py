@@ -27,12 +27,14 @@ def test_label_words_are_summed_in_probability(tokenizer):
 
 def test_label_words_change_the_version_and_are_checked(tokenizer):
     plain = PromptTemplate(examples=ENGLISH_EXAMPLES)
-    with_words = PromptTemplate(examples=ENGLISH_EXAMPLES,
-                                label_words={"positive": ("positive", "good"), "negative": ("negative",)})
+    with_words = PromptTemplate(
+        examples=ENGLISH_EXAMPLES, label_words={"positive": ("positive", "good"), "negative": ("negative",)}
+    )
     assert plain.version != with_words.version  # the result cache keeps them apart
     with pytest.raises(ValueError, match="start with the same token"):
-        PromptTemplate(examples=ENGLISH_EXAMPLES, label_words={"positive": ("good",), "negative": ("good",)}
-                       ).build(tokenizer)
+        PromptTemplate(examples=ENGLISH_EXAMPLES, label_words={"positive": ("good",), "negative": ("good",)}).build(
+            tokenizer
+        )
     with pytest.raises(ValueError, match="bare space token"):
         PromptTemplate(examples=ENGLISH_EXAMPLES, label_words={"positive": ("긍정",)}).build(tokenizer)
     with pytest.raises(ValueError, match="not in"):

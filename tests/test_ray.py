@@ -72,8 +72,13 @@ def cluster(reference, aspect_reference):
     import ray
 
     # The workers import this checkout, and tests/ray_gate.py for the gated source.
-    ray.init(num_cpus=2, object_store_memory=300 * 1024**2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}})
+    ray.init(
+        num_cpus=2,
+        object_store_memory=300 * 1024**2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}},
+    )
     yield ray
     ray.shutdown()
 
@@ -103,8 +108,8 @@ def test_dataframe_scores_and_aspects_match_in_process_analyze_in_order(cluster,
     assert list(out.columns) == ["id", "content", "sentiment", "sentiment_score", *aspect_cols, "error"]
     assert list(out["sentiment"].cat.categories) == ["positive", "negative"]
     # the aspects: analyze(aspects=True)'s columns, labels and scores, in order
-    got_aspects, want_aspects = out.iloc[:len(aspect_reference)], aspect_reference
-    assert list(want_aspects.columns[-len(aspect_cols):]) == aspect_cols
+    got_aspects, want_aspects = out.iloc[: len(aspect_reference)], aspect_reference
+    assert list(want_aspects.columns[-len(aspect_cols) :]) == aspect_cols
     not_long = (got_aspects["id"] != "bad-long").to_numpy()  # its truncated prompt: see below
     for a in ASPECTS:
         label, score = aspect_columns(a)
@@ -113,12 +118,14 @@ def test_dataframe_scores_and_aspects_match_in_process_analyze_in_order(cluster,
         assert got_aspects[score].isna().tolist() == want_aspects[score].isna().tolist()
         assert np.nanmax(np.abs(got_aspects[score] - want_aspects[score])[not_long], initial=0) < 1e-3, label
         clear = (((want_aspects[score] - 0.5).abs() > 1e-3) | want_aspects[score].isna()).to_numpy() & not_long
-        assert (got_aspects[label].astype(object)[clear].fillna("NaN").tolist()
-                == want_aspects[label].astype(object)[clear].fillna("NaN").tolist()), label
-    mentioned = out[aspect_cols[0::2]].iloc[:len(reference)].isin(["positive", "negative"]).sum().sum()
+        assert (
+            got_aspects[label].astype(object)[clear].fillna("NaN").tolist()
+            == want_aspects[label].astype(object)[clear].fillna("NaN").tolist()
+        ), label
+    mentioned = out[aspect_cols[0::2]].iloc[: len(reference)].isin(["positive", "negative"]).sum().sum()
     assert mentioned >= 10  # aspects were asked (movie reviews: few mention a restaurant aspect)
     assert out.set_index("id").loc["bad-object", aspect_cols[0::2]].isna().all()
-    got, want = out.iloc[:len(reference)], reference
+    got, want = out.iloc[: len(reference)], reference
     assert got["sentiment_score"].isna().tolist() == want["sentiment_score"].isna().tolist()
     # The 10,000-character review is truncated to a ~2,000-token prompt, which vLLM prefills in
     # chunks that depend on what else is in the batch: sums in another order (~1e-2 in bf16).
@@ -180,8 +187,7 @@ def test_an_interrupted_run_keeps_its_finished_batches(cluster, resumable):
     # nothing else can have been scored.
     source = gated_source(cluster, ray_samples(), output, folder / "never-opened", held_from=3)
     stop = threading.Event()
-    _when(lambda: output.exists() and len(parts.part_paths()) >= 3, lambda: os.kill(os.getpid(), signal.SIGINT),
-          stop)
+    _when(lambda: output.exists() and len(parts.part_paths()) >= 3, lambda: os.kill(os.getpid(), signal.SIGINT), stop)
     try:
         with pytest.raises(KeyboardInterrupt):
             rr.analyze(source, engine_options=EMBEDDED, batch_size=BLOCK_ROWS, output=output)
@@ -189,7 +195,7 @@ def test_an_interrupted_run_keeps_its_finished_batches(cluster, resumable):
         stop.set()
     written = parts.written_ids("id").to_pylist()  # refuses a folder with an id twice
     assert len(written) == 3 * BLOCK_ROWS and len(parts.part_paths()) == 3
-    assert set(written) == set(ray_samples()["id"][:3 * BLOCK_ROWS])
+    assert set(written) == set(ray_samples()["id"][: 3 * BLOCK_ROWS])
     assert rr.last_run().interrupted
     assert not (output / "_lease.json").exists()  # an interrupted run gives the folder back
     _wait_for_no_engine()

@@ -21,8 +21,8 @@ from reviewkit.ray.actor import (
     score_aspect_rows,
     score_rows,
 )
+from reviewkit.ray.inputs import aspect_settings, with_results
 from reviewkit.ray.parts import OutputFolder, digest, drop_written
-from reviewkit.ray.run import _with_results, aspect_settings
 from reviewkit.scoring import ScoredTexts
 
 
@@ -91,8 +91,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     settings = {"id": "id", "labels": ["positive", "negative"], "engine_options": {"model": "embedded"}}
     folder.check_settings(settings)
     folder.check_settings(dict(settings))  # the same settings resume
-    with pytest.raises(ValueError, match=r"labels: \['positive', 'negative'\] there, \['positive', 'negative', "
-                                         r"'neutral'\] now"):
+    with pytest.raises(
+        ValueError,
+        match=r"labels: \['positive', 'negative'\] there, \['positive', 'negative', "
+        r"'neutral'\] now",
+    ):
         folder.check_settings({**settings, "labels": ["positive", "negative", "neutral"]})
 
 
@@ -100,8 +103,11 @@ def test_a_folder_refuses_scores_of_another_model(tmp_path):
     folder = OutputFolder(tmp_path)
     folder.claim_model("embedded:gemma-3-270m-it")  # the first run's engines record theirs
     folder.claim_model("embedded:gemma-3-270m-it")  # a resume on the same model goes on
-    with pytest.raises(ValueError, match=r"holds scores of the model 'embedded:gemma-3-270m-it'.*loaded "
-                                         r"'Qwen/Qwen2.5-7B-Instruct'"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds scores of the model 'embedded:gemma-3-270m-it'.*loaded "
+        r"'Qwen/Qwen2.5-7B-Instruct'",
+    ):
         folder.claim_model("Qwen/Qwen2.5-7B-Instruct")
 
 
@@ -226,7 +232,12 @@ def _scorer(monkeypatch, mode, aspects, **attributes):
     monkeypatch.setattr(actor, "score_aspects", score_aspects)
     scorer = ReviewScorer.__new__(ReviewScorer)
     scorer.engine, scorer.labels, scorer.text, scorer.id_column, scorer.mode = (
-        _FakeEngine(), ("positive", "negative"), "content", "id", mode)
+        _FakeEngine(),
+        ("positive", "negative"),
+        "content",
+        "id",
+        mode,
+    )
     scorer.output, scorer.cache, scorer.figures, scorer.run = None, False, None, "run-x"
     scorer.aspects, scorer.mention = aspects, "words"
     scorer._busy = __import__("threading").Event()
@@ -239,13 +250,27 @@ def test_the_actor_asks_score_aspects_and_returns_analyzes_aspect_columns(monkey
     from reviewkit.aspect_prompts import ASPECTS
 
     scorer, asked = _scorer(monkeypatch, "return", ASPECTS[:2], cache=True)
-    batch = pa.table({POSITION: [0, 1, 2, 3], "content": ["tasty", "rude", None, None],
-                      PRESET_ERROR: [None, None, None, "ValueError: no str"]})
+    batch = pa.table(
+        {
+            POSITION: [0, 1, 2, 3],
+            "content": ["tasty", "rude", None, None],
+            PRESET_ERROR: [None, None, None, "ValueError: no str"],
+        }
+    )
     out = scorer(batch)
-    assert out.column_names == [POSITION, "sentiment", "sentiment_score", "aspect_taste", "aspect_taste_score",
-                                "aspect_service", "aspect_service_score", "error"]
-    assert asked == [(["tasty", "rude", None, None], {"aspects": ASPECTS[:2], "mention": "words", "cache": True,
-                                                     "progress": False})]
+    assert out.column_names == [
+        POSITION,
+        "sentiment",
+        "sentiment_score",
+        "aspect_taste",
+        "aspect_taste_score",
+        "aspect_service",
+        "aspect_service_score",
+        "error",
+    ]
+    assert asked == [
+        (["tasty", "rude", None, None], {"aspects": ASPECTS[:2], "mention": "words", "cache": True, "progress": False})
+    ]
     assert out.column("aspect_taste").to_pylist() == ["positive", "none", None, None]
     assert out.column("aspect_service_score").to_pylist()[1] == 0.3
     assert out.column("error").to_pylist() == [None, None, NO_TEXT, "ValueError: no str"]
@@ -280,14 +305,29 @@ def test_written_parts_hold_the_aspect_columns(monkeypatch, tmp_path):
     summary = scorer(pa.table({"id": [7, 8], "content": ["tasty and rude", None]})).to_pydict()
     assert summary["rows"] == [2] and summary["no_text"] == [1] and summary["errors"] == [0]
     stored = folder.read().to_pydict()
-    assert list(stored) == ["id", "sentiment", "sentiment_score", "aspect_taste", "aspect_taste_score",
-                            "aspect_service", "aspect_service_score", "error"]
+    assert list(stored) == [
+        "id",
+        "sentiment",
+        "sentiment_score",
+        "aspect_taste",
+        "aspect_taste_score",
+        "aspect_service",
+        "aspect_service_score",
+        "error",
+    ]
     assert stored["aspect_taste"] == ["positive", None] and stored["aspect_service"] == ["negative", None]
 
     appended, _ = _scorer(monkeypatch, "append", ASPECTS[:1])  # a lazy Dataset: the columns are appended
     table = appended(pa.table({"content": ["tasty"], "aspect_taste": ["stale"], "other": [1]}))
-    assert table.column_names == ["content", "other", "sentiment", "sentiment_score", "aspect_taste",
-                                  "aspect_taste_score", "error"]
+    assert table.column_names == [
+        "content",
+        "other",
+        "sentiment",
+        "sentiment_score",
+        "aspect_taste",
+        "aspect_taste_score",
+        "error",
+    ]
     assert table.column("aspect_taste").to_pylist() == ["positive"]
 
 
@@ -295,17 +335,32 @@ def test_results_become_analyzes_aspect_columns_in_the_frames_order():
     from reviewkit.aspect_prompts import ASPECTS
 
     df = pd.DataFrame({"content": ["tasty", "x", None]}, index=[5, 2, 2])
-    results = pa.table({"sentiment": ["positive", "negative", None], "sentiment_score": [0.9, 0.1, None],
-                        "aspect_taste": ["positive", "none", None], "aspect_taste_score": [0.8, None, None],
-                        "error": [None, None, NO_TEXT]})
-    out = _with_results(df, results, ("positive", "negative"), ASPECTS[:1])
-    assert list(out.columns) == ["content", "sentiment", "sentiment_score", "aspect_taste", "aspect_taste_score",
-                                 "error"]
+    results = pa.table(
+        {
+            "sentiment": ["positive", "negative", None],
+            "sentiment_score": [0.9, 0.1, None],
+            "aspect_taste": ["positive", "none", None],
+            "aspect_taste_score": [0.8, None, None],
+            "error": [None, None, NO_TEXT],
+        }
+    )
+    out = with_results(df, results, ("positive", "negative"), ASPECTS[:1])
+    assert list(out.columns) == [
+        "content",
+        "sentiment",
+        "sentiment_score",
+        "aspect_taste",
+        "aspect_taste_score",
+        "error",
+    ]
     assert list(out["aspect_taste"].cat.categories) == ["positive", "negative", "none"]
     assert out["aspect_taste"].tolist()[:2] == ["positive", "none"] and pd.isna(out["aspect_taste"].iloc[2])
     assert out["aspect_taste_score"].dtype == np.float64 and out["aspect_taste_score"].isna().tolist() == [
-        False, True, True]
-    empty = _with_results(df.iloc[:0], None, ("positive", "negative"), ASPECTS[:1])
+        False,
+        True,
+        True,
+    ]
+    empty = with_results(df.iloc[:0], None, ("positive", "negative"), ASPECTS[:1])
     assert list(empty.columns) == list(out.columns) and empty["aspect_taste"].dtype == out["aspect_taste"].dtype
 
 
@@ -317,8 +372,11 @@ def test_resuming_with_other_aspects_is_refused(tmp_path):
     assert aspect_settings((), "words") == {}  # no aspects: the settings of before, so old folders resume
     folder.check_settings({**base, **aspect_settings(ASPECTS, "words")})
     folder.check_settings({**base, **aspect_settings(ASPECTS, "words")})  # the same aspects resume
-    with pytest.raises(ValueError, match=r"aspects: \['taste', 'service', 'price', 'portion', 'wait'\] there, "
-                                         r"\['taste'\] now.*Resume with the same settings"):
+    with pytest.raises(
+        ValueError,
+        match=r"aspects: \['taste', 'service', 'price', 'portion', 'wait'\] there, "
+        r"\['taste'\] now.*Resume with the same settings",
+    ):
         folder.check_settings({**base, **aspect_settings(ASPECTS[:1], "words")})
     with pytest.raises(ValueError, match=r"aspects: \[.*\] there, None now"):
         folder.check_settings(base)  # a resume that forgot aspects=

@@ -1,5 +1,5 @@
 """One bad row never fails the others (issue 20, item 1), in the notebook path and in the shared
-bisect (``reviewkit.scoring.score_apart``), with the small stand-in engine: no vLLM needed."""
+bisect (``reviewkit.isolation.score_apart``), with the small stand-in engine: no vLLM needed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from serve_support import SwitchEngine
 
 from reviewkit.analysis import analyze, score_texts
 from reviewkit.engines.base import EngineDeadError
-from reviewkit.scoring import SYSTEMIC_PARTS, UnscorableText, score_apart
+from reviewkit.isolation import SYSTEMIC_PARTS, score_apart
+from reviewkit.scoring import UnscorableText
 from reviewkit.scoring import score_texts as scoring_score_texts
 
 

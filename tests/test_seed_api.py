@@ -129,8 +129,16 @@ def test_aspects_label_each_review_as_analyze_does_and_summarize_the_restaurant(
         del review["aspects"]
     del result["aspect_summary"]
     assert result == plain and analyzer.analyze(MIXED, aspects=None) == plain
-    assert set(plain) == {"restaurant_id", "positive_count", "negative_count", "total_count", "positive_ratio",
-                          "negative_ratio", "unlabelled_count", "reviews"}
+    assert set(plain) == {
+        "restaurant_id",
+        "positive_count",
+        "negative_count",
+        "total_count",
+        "positive_ratio",
+        "negative_ratio",
+        "unlabelled_count",
+        "reviews",
+    }
     assert all(set(r) == {"id", "sentiment", "sentiment_score"} for r in plain["reviews"])
 
 
@@ -148,8 +156,11 @@ def test_bad_aspects_are_refused_before_any_scoring_and_not_retried(engine):
             return engine.score_labels(prompts, label_ids)
 
     analyzer = SentimentAnalyzer(Counting(), cache=False)
-    for bad, problem in ((["taste", "smell"], "unknown aspect 'smell'"), (["wait", "wait"], "given twice"),
-                         ([], "empty")):
+    for bad, problem in (
+        (["taste", "smell"], "unknown aspect 'smell'"),
+        (["wait", "wait"], "given twice"),
+        ([], "empty"),
+    ):
         with pytest.raises(AspectError, match=problem):
             analyzer.analyze(MIXED[:1], aspects=bad)
     with pytest.raises(ValueError, match="mention"):
@@ -159,5 +170,7 @@ def test_bad_aspects_are_refused_before_any_scoring_and_not_retried(engine):
         asyncio.run(analyzer.analyze_async(MIXED[:1], aspects=["smell"], max_retries=3))
     assert time.perf_counter() - started < 0.5 and calls == []  # refused at once: no retry, no engine call
     out = asyncio.run(analyzer.analyze_async(MIXED[:2], aspects=["price"]))
-    assert out["aspect_summary"] == {"price": {"mentions": 0, "positive": 0, "negative": 0, "positive_share": None},
-                                     "top_negative_aspect": None}
+    assert out["aspect_summary"] == {
+        "price": {"mentions": 0, "positive": 0, "negative": 0, "positive_share": None},
+        "top_negative_aspect": None,
+    }

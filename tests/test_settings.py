@@ -13,8 +13,7 @@ def test_defaults_without_gpu_pick_the_embedded_model():
 
 
 def test_environment_is_used_when_no_argument():
-    env = {"LLM_MODEL": "Qwen/Qwen2.5-0.5B-Instruct", "VLLM_TENSOR_PARALLEL_SIZE": "2",
-           "VLLM_MAX_MODEL_LEN": "4096"}
+    env = {"LLM_MODEL": "Qwen/Qwen2.5-0.5B-Instruct", "VLLM_TENSOR_PARALLEL_SIZE": "2", "VLLM_MAX_MODEL_LEN": "4096"}
     s = resolve_settings(env=env)
     assert (s.model, s.tensor_parallel_size, s.max_model_len) == ("Qwen/Qwen2.5-0.5B-Instruct", 2, 4096)
 
@@ -25,8 +24,9 @@ def test_arguments_beat_the_environment():
     assert (s.model, s.tensor_parallel_size, s.max_model_len) == ("embedded", 1, 512)
 
 
-@pytest.mark.parametrize("flag,expected", [("true", POD_DEFAULT_MODEL), ("1", POD_DEFAULT_MODEL),
-                                           ("false", EMBEDDED), ("0", EMBEDDED)])
+@pytest.mark.parametrize(
+    "flag,expected", [("true", POD_DEFAULT_MODEL), ("1", POD_DEFAULT_MODEL), ("false", EMBEDDED), ("0", EMBEDDED)]
+)
 def test_use_pod_vllm_forces_the_default_model(flag, expected):
     assert resolve_settings(env={"USE_POD_VLLM": flag}).model == expected
 
@@ -35,9 +35,14 @@ def test_llm_model_beats_use_pod_vllm():
     assert resolve_settings(env={"USE_POD_VLLM": "true", "LLM_MODEL": "embedded"}).model == EMBEDDED
 
 
-@pytest.mark.parametrize("env,needle", [({"VLLM_MAX_MODEL_LEN": "lots"}, "VLLM_MAX_MODEL_LEN"),
-                                        ({"VLLM_TENSOR_PARALLEL_SIZE": "0"}, "VLLM_TENSOR_PARALLEL_SIZE"),
-                                        ({"USE_POD_VLLM": "maybe"}, "USE_POD_VLLM")])
+@pytest.mark.parametrize(
+    "env,needle",
+    [
+        ({"VLLM_MAX_MODEL_LEN": "lots"}, "VLLM_MAX_MODEL_LEN"),
+        ({"VLLM_TENSOR_PARALLEL_SIZE": "0"}, "VLLM_TENSOR_PARALLEL_SIZE"),
+        ({"USE_POD_VLLM": "maybe"}, "USE_POD_VLLM"),
+    ],
+)
 def test_bad_environment_values_name_the_variable(env, needle):
     with pytest.raises(ValueError, match=needle):
         resolve_settings(env=env)

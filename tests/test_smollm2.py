@@ -30,8 +30,9 @@ except ImportError as exc:  # the package is installed with --no-deps, outside t
 
 def _same(xs: list[float], ys: list[float], tol: float = 1e-6) -> bool:
     """Equal lists of scores, NaN (no text) matching NaN."""
-    return len(xs) == len(ys) and all((math.isnan(x) and math.isnan(y)) or abs(x - y) <= tol
-                                      for x, y in zip(xs, ys, strict=True))
+    return len(xs) == len(ys) and all(
+        (math.isnan(x) and math.isnan(y)) or abs(x - y) <= tol for x, y in zip(xs, ys, strict=True)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,12 @@ def session(tmp_path_factory):
 
     reviewkit.unload()  # module fixtures run before the autouse unload: never two engines
     out = tmp_path_factory.mktemp("smollm2") / "results.json"
-    proc = subprocess.run([sys.executable, str(HERE / "smollm2_session.py"), "--sample", "200", "--korean", "100",
-                           "--json", str(out)], capture_output=True, text=True, timeout=540)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "smollm2_session.py"), "--sample", "200", "--korean", "100", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     print(proc.stderr.strip().splitlines()[-2:])
     return json.loads(out.read_text())
@@ -116,12 +121,16 @@ def test_result_cache_hits_for_the_model_and_keys_differ_between_models(session)
 def test_english_accuracy_with_confidence_interval(session):
     en = session["by_name"]["english"]
     low, high = en["ci95"]
-    print(f"smollm2 English accuracy {en['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}, n={en['n']}, "
-          f"{en['positive_share']:.0%} positive); {en['reviews_per_s']:.1f} reviews/s")
+    print(
+        f"smollm2 English accuracy {en['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}, n={en['n']}, "
+        f"{en['positive_share']:.0%} positive); {en['reviews_per_s']:.1f} reviews/s"
+    )
     assert en["n"] == 200 and low > 0.6  # well above chance on English (measured 0.73 on all 500)
     ko = session["by_name"]["korean"]
-    print(f"smollm2 Korean accuracy {ko['accuracy']:.3f} (95% CI {ko['ci95'][0]:.3f}-{ko['ci95'][1]:.3f}): "
-          "English-only model, near chance as documented")
+    print(
+        f"smollm2 Korean accuracy {ko['accuracy']:.3f} (95% CI {ko['ci95'][0]:.3f}-{ko['ci95'][1]:.3f}): "
+        "English-only model, near chance as documented"
+    )
     # Why the README calls it English-only: on Korean it is no better than a coin, and below
     # the least its English accuracy could be.
     assert ko["n"] == 100 and ko["ci95"][0] < 0.6 and ko["accuracy"] < low

@@ -8,12 +8,15 @@ import reviewkit
 
 
 def _analyzed():
-    return pd.DataFrame({
-        "restaurant_id": [1, 1, 1, 2, 2, 3],
-        "sentiment": pd.Categorical(["positive", "negative", None, "negative", "negative", None],
-                                    categories=["positive", "negative"]),
-        "sentiment_score": [0.9, 0.2, np.nan, 0.1, 0.3, np.nan],
-    })
+    return pd.DataFrame(
+        {
+            "restaurant_id": [1, 1, 1, 2, 2, 3],
+            "sentiment": pd.Categorical(
+                ["positive", "negative", None, "negative", "negative", None], categories=["positive", "negative"]
+            ),
+            "sentiment_score": [0.9, 0.2, np.nan, 0.1, 0.3, np.nan],
+        }
+    )
 
 
 def test_counts_ratios_and_unlabelled_rows():
@@ -28,11 +31,21 @@ def test_counts_ratios_and_unlabelled_rows():
 
 def test_neutral_gets_its_own_column_and_accessor_works():
     df = _analyzed()
-    df["sentiment"] = pd.Categorical(["positive", "neutral", None, "negative", "neutral", None],
-                                     categories=["positive", "negative", "neutral"])
+    df["sentiment"] = pd.Categorical(
+        ["positive", "neutral", None, "negative", "neutral", None], categories=["positive", "negative", "neutral"]
+    )
     s = df.reviewkit.summarize(by="restaurant_id")
-    assert list(s.columns) == ["total", "labelled", "unlabelled", "positive", "negative", "neutral",
-                               "positive_ratio", "negative_ratio", "mean_score"]
+    assert list(s.columns) == [
+        "total",
+        "labelled",
+        "unlabelled",
+        "positive",
+        "negative",
+        "neutral",
+        "positive_ratio",
+        "negative_ratio",
+        "mean_score",
+    ]
     assert s.loc[2, "neutral"] == 1 and s.loc[2, "negative_ratio"] == 0.5
 
 

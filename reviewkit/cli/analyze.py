@@ -15,8 +15,13 @@ from typing import Any
 from reviewkit.cli.engine_options import add_engine_flags, add_labels_flag, open_engine
 from reviewkit.cost import DEFAULT_FIGURES
 
-_READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet",
-            ".jsonl": "read_json", ".json": "read_json"}
+_READERS = {
+    ".csv": "read_csv",
+    ".parquet": "read_parquet",
+    ".pq": "read_parquet",
+    ".jsonl": "read_json",
+    ".json": "read_json",
+}
 _WRITERS = (".csv", ".parquet", ".pq", ".jsonl")
 
 
@@ -26,20 +31,33 @@ def add_parsers(sub: Any) -> None:
     add_engine_flags(demo)
     _add_run_flags(demo)
     price = DEFAULT_FIGURES.pod_price_per_hour
-    demo.add_argument("--price-per-hour", type=float, default=price,
-                      help=f"pod price in $/hour for the cost figure (default {price})")
+    demo.add_argument(
+        "--price-per-hour", type=float, default=price, help=f"pod price in $/hour for the cost figure (default {price})"
+    )
     demo.set_defaults(func=cmd_demo)
 
     analyze = sub.add_parser("analyze", help="analyze a CSV/Parquet/JSONL file into a new file")
     analyze.add_argument("input", type=Path)
-    analyze.add_argument("-o", "--output", type=Path, default=None,
-                         help="output file (.csv, .parquet, .jsonl); default INPUT.sentiment.EXT")
+    analyze.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="output file (.csv, .parquet, .jsonl); default INPUT.sentiment.EXT",
+    )
     analyze.add_argument("--text", default="content", help="the text column (default: content)")
-    analyze.add_argument("--aspects", nargs="?", const=True, default=None, type=aspects_arg, metavar="NAMES",
-                         help="also label what each review says about taste, service, price, portion and wait "
-                              "(맛, 서비스, 가격, 양, 웨이팅): adds aspect_<name> (positive/negative/none) and "
-                              "aspect_<name>_score; alone or 'all' for the five, or some: --aspects taste,wait "
-                              "(after the input file)")
+    analyze.add_argument(
+        "--aspects",
+        nargs="?",
+        const=True,
+        default=None,
+        type=aspects_arg,
+        metavar="NAMES",
+        help="also label what each review says about taste, service, price, portion and wait "
+        "(맛, 서비스, 가격, 양, 웨이팅): adds aspect_<name> (positive/negative/none) and "
+        "aspect_<name>_score; alone or 'all' for the five, or some: --aspects taste,wait "
+        "(after the input file)",
+    )
     add_labels_flag(analyze)
     add_engine_flags(analyze)
     _add_run_flags(analyze)
@@ -64,7 +82,8 @@ def aspects_arg(value: str) -> Any:
         if name not in known:
             hint = "; put the input file before --aspects" if "." in value or os.sep in value else ""
             raise argparse.ArgumentTypeError(
-                f"unknown aspect {name!r}: choose from {','.join(known)} (comma-separated) or all{hint}")
+                f"unknown aspect {name!r}: choose from {','.join(known)} (comma-separated) or all{hint}"
+            )
     if len(set(names)) < len(names):
         raise argparse.ArgumentTypeError(f"an aspect is given twice in {value!r}")
     return names
@@ -82,8 +101,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise SystemExit(f"reviewkit: column {args.text!r} not in {args.input}; its columns are {list(df.columns)}")
     _check_aspects(args)
     with open_engine(args) as engine:
-        out = reviewkit.analyze(df, text=args.text, labels=args.labels, engine=engine, cache=not args.no_cache,
-                                progress=not args.quiet, aspects=args.aspects)
+        out = reviewkit.analyze(
+            df,
+            text=args.text,
+            labels=args.labels,
+            engine=engine,
+            cache=not args.no_cache,
+            progress=not args.quiet,
+            aspects=args.aspects,
+        )
     _write(out, out_path)
     print(f"{reviewkit.last_run()}\nwrote {len(out)} rows to {out_path}")
     return 0
@@ -98,8 +124,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise SystemExit(f"reviewkit: --price-per-hour must be positive, got {args.price_per_hour}")
     with open_engine(args) as engine:
         reviews = reviewkit.sample_reviews()
-        out = reviewkit.analyze(reviews, text="content", engine=engine, cache=not args.no_cache,
-                                progress=not args.quiet)
+        out = reviewkit.analyze(
+            reviews, text="content", engine=engine, cache=not args.no_cache, progress=not args.quiet
+        )
     with pd.option_context("display.width", 160, "display.max_colwidth", 48, "display.max_rows", 100):
         print(out[["restaurant", "content", "sentiment", "sentiment_score"]].to_string())
         print("\nPer restaurant:")
@@ -114,19 +141,25 @@ def demo_figures(run: Any, price_per_hour: float) -> str:
     """The run in words, with ONE rate: the engine's throughput, which the cost also uses."""
     from reviewkit.cost import cost_per_1000_reviews
 
-    lines = [f"Run: {run.counts_line()}",
-             f"     {run.rows} reviews in {run.seconds:.2f} s: {run.cached} cached, {run.computed} computed, "
-             f"{run.prompt_tokens} prompt tokens"]
+    lines = [
+        f"Run: {run.counts_line()}",
+        f"     {run.rows} reviews in {run.seconds:.2f} s: {run.cached} cached, {run.computed} computed, "
+        f"{run.prompt_tokens} prompt tokens",
+    ]
     if not run.computed:
-        lines.append(f"Cost: all {run.unique_texts} results came from the result cache (run with --no-cache "
-                     "to measure the engine's throughput and cost)")
+        lines.append(
+            f"Cost: all {run.unique_texts} results came from the result cache (run with --no-cache "
+            "to measure the engine's throughput and cost)"
+        )
         return "\n".join(lines)
     rate = run.engine_reviews_per_s
-    lines += [f"Throughput: {rate:.1f} reviews/s = {run.computed} reviews computed in {run.engine_seconds:.2f} s "
-              "inside the engine (the model load and the one-off warm-up are not counted;",
-              "     the rest of the run's time is tokenizing, the result cache and assembling the table)",
-              f"Cost at ${price_per_hour:.2f}/h at that throughput: "
-              f"${cost_per_1000_reviews(price_per_hour, rate):.4f} per 1,000 reviews"]
+    lines += [
+        f"Throughput: {rate:.1f} reviews/s = {run.computed} reviews computed in {run.engine_seconds:.2f} s "
+        "inside the engine (the model load and the one-off warm-up are not counted;",
+        "     the rest of the run's time is tokenizing, the result cache and assembling the table)",
+        f"Cost at ${price_per_hour:.2f}/h at that throughput: "
+        f"${cost_per_1000_reviews(price_per_hour, rate):.4f} per 1,000 reviews",
+    ]
     return "\n".join(lines)
 
 

@@ -15,10 +15,10 @@ from reviewkit.cache import ResultCache, cache_info
 
 def add_parser(sub: Any) -> None:
     cache = sub.add_parser("cache", help="see or clear the on-disk result cache (REVIEWKIT_CACHE_DIR)")
-    cache.add_argument("action", choices=["info", "clear"],
-                       help="info: path, entries, size, per model; clear: delete entries")
-    cache.add_argument("--model", default=None,
-                       help="only this model's entries (its id as `cache info` lists it)")
+    cache.add_argument(
+        "action", choices=["info", "clear"], help="info: path, entries, size, per model; clear: delete entries"
+    )
+    cache.add_argument("--model", default=None, help="only this model's entries (its id as `cache info` lists it)")
     cache.add_argument("--json", action="store_true", help="info as JSON")
     cache.set_defaults(func=cmd_cache)
 

@@ -43,13 +43,21 @@ class EngineOption:
 
 
 ENGINE_OPTIONS = (
-    EngineOption("--model", "'embedded', 'smollm2', a Hugging Face id or a path (default: $LLM_MODEL, else "
-                            "Qwen/Qwen2.5-7B-Instruct on a CUDA GPU and 'embedded' elsewhere); with --url, the "
-                            "served model's name"),
-    EngineOption("--url", "use a vLLM server instead of an engine here: http://HOST:8000/v1, or a RunPod "
-                          "Serverless endpoint's https://api.runpod.ai/v2/ENDPOINT_ID/openai/v1"),
-    EngineOption("--engine-api-key", f"that server's API key (default: ${ENGINE_API_KEY_ENV}; prefer the variable: "
-                                     "a flag shows in `ps`)"),
+    EngineOption(
+        "--model",
+        "'embedded', 'smollm2', a Hugging Face id or a path (default: $LLM_MODEL, else "
+        "Qwen/Qwen2.5-7B-Instruct on a CUDA GPU and 'embedded' elsewhere); with --url, the "
+        "served model's name",
+    ),
+    EngineOption(
+        "--url",
+        "use a vLLM server instead of an engine here: http://HOST:8000/v1, or a RunPod "
+        "Serverless endpoint's https://api.runpod.ai/v2/ENDPOINT_ID/openai/v1",
+    ),
+    EngineOption(
+        "--engine-api-key",
+        f"that server's API key (default: ${ENGINE_API_KEY_ENV}; prefer the variable: a flag shows in `ps`)",
+    ),
     EngineOption("--max-model-len", "vLLM max_model_len (default: $VLLM_MAX_MODEL_LEN, else the model's)", type=int),
     EngineOption("--no-prefix-caching", "turn vLLM's prefix caching off", store_true=True),
 )
@@ -63,8 +71,12 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_labels_flag(parser: argparse.ArgumentParser) -> None:
     """``--labels``, for the commands that take a label set."""
-    parser.add_argument("--labels", nargs="+", default=list(DEFAULT_LABELS),
-                        help=f"labels (default: {' '.join(DEFAULT_LABELS)}; add neutral for three classes)")
+    parser.add_argument(
+        "--labels",
+        nargs="+",
+        default=list(DEFAULT_LABELS),
+        help=f"labels (default: {' '.join(DEFAULT_LABELS)}; add neutral for three classes)",
+    )
 
 
 def load_options(args: argparse.Namespace) -> dict[str, Any]:

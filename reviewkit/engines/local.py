@@ -135,8 +135,11 @@ class LocalEngine(Engine):
                 with contextlib.suppress(psutil.NoSuchProcess):
                     found += [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
             return found
-        return [p.pid for p in psutil.Process().children(recursive=True)
-                if "python" in (p.name() or "").lower() or "VLLM" in (p.name() or "")]
+        return [
+            p.pid
+            for p in psutil.Process().children(recursive=True)
+            if "python" in (p.name() or "").lower() or "VLLM" in (p.name() or "")
+        ]
 
     def check_alive(self) -> None:
         if self.llm is None:

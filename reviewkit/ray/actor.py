@@ -27,8 +27,9 @@ import pyarrow as pa
 from reviewkit.aspect_prompts import Aspect, aspect_columns
 from reviewkit.aspects import score_aspects
 from reviewkit.engines.base import EngineDeadError
+from reviewkit.isolation import score_apart
 from reviewkit.process_engine import load
-from reviewkit.scoring import SCORE, SENTIMENT, score_apart, score_texts
+from reviewkit.scoring import SCORE, SENTIMENT, score_texts
 
 log = logging.getLogger("reviewkit")
 
@@ -57,10 +58,11 @@ def result_types(aspects: Sequence[Aspect] = ()) -> dict[str, pa.DataType]:
     return types
 
 
-def score_rows(texts: Sequence[Any], score: Callable[[list[Any]], Any],
-               check_alive: Callable[[], None] = lambda: None) -> tuple[list, list, list]:
+def score_rows(
+    texts: Sequence[Any], score: Callable[[list[Any]], Any], check_alive: Callable[[], None] = lambda: None
+) -> tuple[list, list, list]:
     """Sentiments, scores and errors of ``texts``; a row that fails scoring fails alone
-    (:func:`reviewkit.scoring.score_apart`: the batch, then its halves, down to the culprits;
+    (:func:`reviewkit.isolation.score_apart`: the batch, then its halves, down to the culprits;
     a dead engine raises). The engine is taken to work (it loaded and warmed up), so a batch
     whose every row fails gets an error per row."""
     texts = list(texts)
@@ -77,8 +79,12 @@ def score_rows(texts: Sequence[Any], score: Callable[[list[Any]], Any],
     return sentiments, scores, errors
 
 
-def score_aspect_rows(texts: Sequence[Any], n_aspects: int, score: Callable[[list[Any]], Any],
-                      check_alive: Callable[[], None] = lambda: None) -> tuple[list, list, list]:
+def score_aspect_rows(
+    texts: Sequence[Any],
+    n_aspects: int,
+    score: Callable[[list[Any]], Any],
+    check_alive: Callable[[], None] = lambda: None,
+) -> tuple[list, list, list]:
     """Per aspect, the labels and scores of ``texts`` (``labels[j][row]``), and each row's error
     (None if its aspects were answered or it has no text). ``score`` is ``score_aspects`` on a
     list; a row fails alone as in :func:`score_rows` (a row ``score_aspects`` reports in its
@@ -110,10 +116,21 @@ class ReviewScorer:
     ``analyze``'s; no aspects, no aspect columns.
     """
 
-    def __init__(self, *, engine_options: dict[str, Any], labels: tuple[str, ...], text: str,
-                 id_column: str | None, mode: str, output: Any = None, cache: bool = False,
-                 figures: Any = None, run: str = "", aspects: tuple[Aspect, ...] = (),
-                 mention: str = "words") -> None:
+    def __init__(
+        self,
+        *,
+        engine_options: dict[str, Any],
+        labels: tuple[str, ...],
+        text: str,
+        id_column: str | None,
+        mode: str,
+        output: Any = None,
+        cache: bool = False,
+        figures: Any = None,
+        run: str = "",
+        aspects: tuple[Aspect, ...] = (),
+        mention: str = "words",
+    ) -> None:
         import ray
 
         started = time.perf_counter()
@@ -131,8 +148,9 @@ class ReviewScorer:
         context = ray.get_runtime_context()
         self.key = context.get_actor_id() or f"pid-{os.getpid()}"
         if figures is not None:
-            figures.started.remote(self.key, os.getpid(), context.get_node_id(),
-                                   time.perf_counter() - started, __file__)
+            figures.started.remote(
+                self.key, os.getpid(), context.get_node_id(), time.perf_counter() - started, __file__
+            )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         started = time.perf_counter()
@@ -144,13 +162,16 @@ class ReviewScorer:
             results: dict[str, list] = {SENTIMENT: sentiments, SCORE: scores}
             if self.aspects:
                 labels, aspect_scores, aspect_errors = score_aspect_rows(
-                    texts, len(self.aspects), self._score_aspects, self.engine.check_alive)
+                    texts, len(self.aspects), self._score_aspects, self.engine.check_alive
+                )
                 for j, aspect in enumerate(self.aspects):
                     label_column, score_column = aspect_columns(aspect)
                     results[label_column], results[score_column] = labels[j], aspect_scores[j]
                 # one error per row: the overall label's, else its aspects'
-                errors = [e if e is not None or a is None else ASPECT_ERROR + a
-                          for e, a in zip(errors, aspect_errors, strict=True)]
+                errors = [
+                    e if e is not None or a is None else ASPECT_ERROR + a
+                    for e, a in zip(errors, aspect_errors, strict=True)
+                ]
         except EngineDeadError as exc:
             self._exit_for_restart(exc)
         finally:
@@ -168,8 +189,9 @@ class ReviewScorer:
         return score_texts(texts, self.engine, labels=self.labels, cache=self.cache, progress=False)
 
     def _score_aspects(self, texts: list[Any]) -> Any:
-        return score_aspects(texts, self.engine, aspects=self.aspects, mention=self.mention, cache=self.cache,
-                             progress=False)
+        return score_aspects(
+            texts, self.engine, aspects=self.aspects, mention=self.mention, cache=self.cache, progress=False
+        )
 
     def _output(self, batch: pa.Table, results: dict[str, list]) -> pa.Table:
         types = result_types(self.aspects)
@@ -185,8 +207,14 @@ class ReviewScorer:
         ids = batch.column(self.id_column)
         part = self.output.write_part(pa.table({self.id_column: ids, **columns}), ids.to_pylist(), self.run)
         no_text = sum(e == NO_TEXT for e in results[ERROR])
-        return pa.table({"part": [part], "rows": [batch.num_rows], "no_text": [no_text],
-                         "errors": [sum(e is not None for e in results[ERROR]) - no_text]})
+        return pa.table(
+            {
+                "part": [part],
+                "rows": [batch.num_rows],
+                "no_text": [no_text],
+                "errors": [sum(e is not None for e in results[ERROR]) - no_text],
+            }
+        )
 
     def _watch_engine(self) -> None:
         while True:
@@ -208,4 +236,3 @@ class ReviewScorer:
         closer.start()
         closer.join(timeout=10)
         os._exit(1)
-

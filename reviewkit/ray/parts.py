@@ -87,8 +87,11 @@ class OutputFolder:
 
         Call it while holding the lease: then no other run is writing.
         """
-        stale = [n for n in self._names() if n.startswith(".") and _TMP in n
-                 and (keep_run is None or f"{_TMP}{keep_run}-" not in n)]
+        stale = [
+            n
+            for n in self._names()
+            if n.startswith(".") and _TMP in n and (keep_run is None or f"{_TMP}{keep_run}-" not in n)
+        ]
         for name in stale:
             self.fs.delete_file(self._path(name))
         return len(stale)
@@ -131,9 +134,11 @@ class OutputFolder:
         counts = pc.value_counts(ids)
         repeated = counts.filter(pc.greater(counts.field("counts"), 1))
         if len(repeated):
-            raise RuntimeError(f"the output folder {self.uri} holds {len(repeated)} id(s) more than once "
-                               f"(e.g. {repeated.field('values')[0].as_py()!r}); it was not written by one "
-                               "resumable run. Use a new folder.")
+            raise RuntimeError(
+                f"the output folder {self.uri} holds {len(repeated)} id(s) more than once "
+                f"(e.g. {repeated.field('values')[0].as_py()!r}); it was not written by one "
+                "resumable run. Use a new folder."
+            )
         return ids
 
     def check_settings(self, settings: dict[str, Any]) -> None:
@@ -146,7 +151,8 @@ class OutputFolder:
                 raise ValueError(
                     f"the output folder {self.uri} holds results of another run "
                     + "; ".join(f"{k}: {previous.get(k)!r} there, {settings.get(k)!r} now" for k in changed)
-                    + ". Resume with the same settings, or write to a new folder.")
+                    + ". Resume with the same settings, or write to a new folder."
+                )
             return
         self._write_json(SETTINGS_FILE, settings)
 
@@ -161,9 +167,11 @@ class OutputFolder:
             self._write_json(MODEL_FILE, {"model": model_id})
         recorded = self._read_json(MODEL_FILE).get("model")
         if recorded != model_id:
-            raise ValueError(f"the output folder {self.uri} holds scores of the model {recorded!r}, and this run's "
-                             f"engine loaded {model_id!r}: resume with the same model (engine_options, LLM_MODEL, "
-                             "the same kind of node), or write to a new folder")
+            raise ValueError(
+                f"the output folder {self.uri} holds scores of the model {recorded!r}, and this run's "
+                f"engine loaded {model_id!r}: resume with the same model (engine_options, LLM_MODEL, "
+                "the same kind of node), or write to a new folder"
+            )
 
     # -- the lease: one run at a time ---------------------------------------------------------
     def acquire(self, run: str) -> None:
@@ -176,15 +184,17 @@ class OutputFolder:
                 raise FolderBusy(
                     f"the output folder {self.uri} is in use by another run (run {lease.get('run')} on "
                     f"{lease.get('host')}, pid {lease.get('pid')}, refreshed {age:.0f} s ago): wait for it to "
-                    f"finish, or use another folder (a lease not refreshed for {LEASE_SECONDS:.0f} s is taken over)")
+                    f"finish, or use another folder (a lease not refreshed for {LEASE_SECONDS:.0f} s is taken over)"
+                )
         self._refresh(run)
         time.sleep(0.05)  # two runs starting at once: the later write wins, the other sees it
         if self._read_json(LEASE_FILE).get("run") != run:
             raise FolderBusy(f"the output folder {self.uri} was taken by another run starting at the same time")
 
     def _refresh(self, run: str) -> None:
-        self._write_json(LEASE_FILE, {"run": run, "host": socket.gethostname(), "pid": os.getpid(),
-                                      "updated": time.time()}, run)
+        self._write_json(
+            LEASE_FILE, {"run": run, "host": socket.gethostname(), "pid": os.getpid(), "updated": time.time()}, run
+        )
 
     def release(self, run: str) -> None:
         """Give the lease back (only if this run still holds it)."""

@@ -11,7 +11,6 @@ carry ``analyze(aspects=...)``'s ``aspect_<name>`` columns.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -29,12 +28,22 @@ import pyarrow.compute as pc
 
 from reviewkit import activity
 from reviewkit.analysis import check_frame
-from reviewkit.aspect_prompts import ASPECT_LABELS, MENTION_MODES, Aspect, AspectError, resolve_aspects
+from reviewkit.aspect_prompts import Aspect
 from reviewkit.prompts import DEFAULT_LABELS
-from reviewkit.ray.actor import ERROR, NO_TEXT, POSITION, PRESET_ERROR, ReviewScorer, result_types
+from reviewkit.ray.actor import ERROR, NO_TEXT, POSITION, PRESET_ERROR, ReviewScorer
 from reviewkit.ray.figures import RayRun, RunFigures
+from reviewkit.ray.inputs import (
+    aspect_settings,
+    batch_blocks,
+    check_arguments,
+    check_aspects,
+    check_ids,
+    from_blocks,
+    read_texts,
+    with_results,
+)
 from reviewkit.ray.parts import OutputFolder, drop_written
-from reviewkit.scoring import DEFAULT_CHUNK_SIZE, SENTIMENT, clean_text
+from reviewkit.scoring import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:  # pragma: no cover
     import ray.data
@@ -115,52 +124,26 @@ def analyze(
     Ray is initialised with ``ray.init()`` unless it already is (``RAY_ADDRESS`` connects
     to a running cluster).
     """
-    _check_arguments(text, id, labels, concurrency, batch_size)
-    chosen = _check_aspects(aspects, mention, labels, text, id)
+    check_arguments(text, id, labels, concurrency, batch_size)
+    chosen = check_aspects(aspects, mention, labels, text, id)
     engine_options = dict(engine_options or {})
-    run = _Run(text=text, id_column=id, labels=tuple(labels), concurrency=concurrency, num_gpus=num_gpus,
-               num_cpus=num_cpus, batch_size=batch_size, engine_options=engine_options, cache=cache,
-               output=OutputFolder(output) if output is not None else None, aspects=chosen, mention=mention)
+    run = _Run(
+        text=text,
+        id_column=id,
+        labels=tuple(labels),
+        concurrency=concurrency,
+        num_gpus=num_gpus,
+        num_cpus=num_cpus,
+        batch_size=batch_size,
+        engine_options=engine_options,
+        cache=cache,
+        output=OutputFolder(output) if output is not None else None,
+        aspects=chosen,
+        mention=mention,
+    )
     if isinstance(data, pd.DataFrame):
         return run.frame(data)
     return run.dataset(_as_dataset(data))
-
-
-def _check_arguments(text: str, id_column: str, labels: Sequence[str], concurrency: Any, batch_size: Any) -> None:
-    if isinstance(labels, str):
-        raise TypeError(f"labels must be a sequence of label names, got the string {labels!r}")
-    if text == id_column:
-        raise ValueError(f"text and id name the same column {text!r}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    sizes = concurrency if isinstance(concurrency, tuple) else (concurrency,)
-    if not (1 <= len(sizes) <= 2 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)):
-        raise ValueError(f"concurrency must be a positive integer or a (min, max) pair, got {concurrency!r}")
-
-
-def _check_aspects(aspects: Any, mention: str, labels: Sequence[str], text: str,
-                   id_column: str) -> tuple[Aspect, ...]:
-    """The aspects asked for, refused (as ``analyze`` refuses them) before Ray starts."""
-    if mention not in MENTION_MODES:
-        raise ValueError(f"mention must be one of {MENTION_MODES}, got {mention!r}")
-    chosen = resolve_aspects(aspects, labels=[str(label).strip() for label in labels])
-    columns = list(result_types(chosen))
-    taken = [c for c in columns if c in (text, id_column)]
-    if taken:
-        raise AspectError(f"aspect column {taken[0]!r} would overwrite the column {taken[0]!r} that "
-                          "reviewkit.ray.analyze reads; rename the aspect")
-    return chosen
-
-
-def aspect_settings(aspects: Sequence[Aspect], mention: str) -> dict[str, Any]:
-    """What an output folder records of the aspects asked (nothing without aspects, so a folder
-    written before aspects existed resumes as it was): the names in order, ``mention``, and a
-    digest per aspect of what decides its answers (its question in each language and its words)."""
-    if not aspects:
-        return {}
-    return {"aspects": [a.name for a in aspects], "mention": mention,
-            "aspect_definitions": {a.name: hashlib.sha256(json.dumps([a.ko, a.en, list(a.words)]).encode())
-                                   .hexdigest()[:12] for a in aspects}}
 
 
 def _ray() -> Any:
@@ -179,43 +162,15 @@ def _as_dataset(data: Any) -> ray.data.Dataset:
         return data
     paths = [os.fspath(data)] if isinstance(data, (str, os.PathLike)) else data
     if not isinstance(paths, list) or not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
-        raise TypeError("reviewkit.ray.analyze() takes a pandas DataFrame, a ray.data.Dataset or Parquet/CSV "
-                        f"path(s), got {type(data).__name__}")
+        raise TypeError(
+            "reviewkit.ray.analyze() takes a pandas DataFrame, a ray.data.Dataset or Parquet/CSV "
+            f"path(s), got {type(data).__name__}"
+        )
     paths = [os.fspath(p) for p in paths]
     kinds = {"csv" if p.lower().endswith((".csv", ".csv.gz")) else "parquet" for p in paths}
     if len(kinds) > 1:
         raise ValueError(f"mixed CSV and Parquet paths: {paths}; analyze them in two calls")
     return ray.data.read_csv(paths) if kinds == {"csv"} else ray.data.read_parquet(paths)
-
-
-def _texts(values: Sequence[Any]) -> tuple[list[str | None], list[str | None]]:
-    """Each value as ``analyze`` reads it, and the error of a value that cannot be read."""
-    texts: list[str | None] = []
-    errors: list[str | None] = []
-    for value in values:
-        try:
-            texts.append(clean_text(value))
-            errors.append(None)
-        except Exception as exc:  # e.g. an object whose str() raises: this row fails alone
-            texts.append(None)
-            errors.append(f"{type(exc).__name__}: {exc}")
-    return texts, errors
-
-
-def _check_ids(ids: pa.Array, id_column: str) -> None:
-    """Resuming tells rows apart by id: refuse missing and repeated ids."""
-    missing = ids.null_count
-    if missing:
-        raise ValueError(f"{missing} row(s) have no {id_column!r}; resuming with output= needs an id on every row")
-    counts = pc.value_counts(ids)
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(repeated):
-        examples = ", ".join(f"{v.as_py()!r} ×{n.as_py()}" for v, n in
-                             zip(repeated.field("values")[:3], repeated.field("counts")[:3], strict=True))
-        raise ValueError(f"duplicate ids: {len(repeated)} value(s) of {id_column!r} appear more than once "
-                         f"({examples}); "
-                         "resuming with output= needs one row per id: drop the duplicates "
-                         f"(df.drop_duplicates(subset={id_column!r})) or use a unique id column")
 
 
 @dataclass
@@ -237,22 +192,27 @@ class _Run:
     # --- DataFrame in, DataFrame out ------------------------------------------------------
     def frame(self, df: pd.DataFrame) -> pd.DataFrame:
         check_frame(df, self.text)
-        texts, preset = _texts(df[self.text].tolist())
-        columns = {POSITION: pa.array(np.arange(len(df), dtype=np.int64)),
-                   self.text: pa.array(texts, type=pa.string()), PRESET_ERROR: pa.array(preset, type=pa.string())}
+        texts, preset = read_texts(df[self.text].tolist())
+        columns = {
+            POSITION: pa.array(np.arange(len(df), dtype=np.int64)),
+            self.text: pa.array(texts, type=pa.string()),
+            PRESET_ERROR: pa.array(preset, type=pa.string()),
+        }
         if self.output is None:
             table = pa.table(columns)
-            results = self._execute(_blocks(table, self.batch_size), "return", rows=len(df))
+            results = self._execute(batch_blocks(table, self.batch_size), "return", rows=len(df))
             results = results.sort_by(POSITION) if results is not None else None
-            return _with_results(df, results, self.labels, self.aspects)
+            return with_results(df, results, self.labels, self.aspects)
         if self.id_column not in df.columns:
-            raise KeyError(f"column {self.id_column!r} not found: output= needs an id column "
-                           f"(id=...); the DataFrame's columns are {list(df.columns)}")
+            raise KeyError(
+                f"column {self.id_column!r} not found: output= needs an id column "
+                f"(id=...); the DataFrame's columns are {list(df.columns)}"
+            )
         try:
             ids = pa.array(df[self.id_column].tolist(), from_pandas=True)  # NaN and None are missing
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise TypeError(f"the ids in {self.id_column!r} must be of one type (all int or all str): {exc}") from exc
-        _check_ids(ids, self.id_column)
+        check_ids(ids, self.id_column)
         table = pa.table({self.id_column: ids, **columns})
         with self._holding_output():
             written = self._prepare_output()
@@ -260,12 +220,12 @@ class _Run:
             if written is not None:
                 kept = drop_written(table, self.id_column, written)
                 skipped, table = table.num_rows - kept.num_rows, kept
-            self._execute(_blocks(table, self.batch_size), "write", rows=len(df), skipped=skipped)
+            self._execute(batch_blocks(table, self.batch_size), "write", rows=len(df), skipped=skipped)
         stored = self.output.read()
         if stored is None:  # an empty DataFrame
-            return _with_results(df, None, self.labels, self.aspects)
+            return with_results(df, None, self.labels, self.aspects)
         results = stored.to_pandas().set_index(self.id_column).reindex(df[self.id_column].to_numpy())
-        return _with_results(df, pa.Table.from_pandas(results, preserve_index=False), self.labels, self.aspects)
+        return with_results(df, pa.Table.from_pandas(results, preserve_index=False), self.labels, self.aspects)
 
     # --- Dataset or paths in --------------------------------------------------------------
     def dataset(self, ds: ray.data.Dataset) -> Any:
@@ -278,20 +238,29 @@ class _Run:
         names = ds.schema().names
         for column in (self.text, self.id_column):
             if column not in names:
-                raise KeyError(f"column {column!r} not found (output= needs text and id columns); "
-                               f"the dataset's columns are {list(names)}")
+                raise KeyError(
+                    f"column {column!r} not found (output= needs text and id columns); "
+                    f"the dataset's columns are {list(names)}"
+                )
         ds = ds.select_columns([self.id_column, self.text])
-        chunks = [t.column(self.id_column).combine_chunks()
-                  for t in ray.get(ds.select_columns([self.id_column]).to_arrow_refs()) if t.num_rows]
+        chunks = [
+            t.column(self.id_column).combine_chunks()
+            for t in ray.get(ds.select_columns([self.id_column]).to_arrow_refs())
+            if t.num_rows
+        ]
         ids = pa.chunked_array(chunks).combine_chunks() if chunks else pa.array([], type=pa.string())
-        _check_ids(ids, self.id_column)
+        check_ids(ids, self.id_column)
         with self._holding_output():
             written = self._prepare_output()
             skipped = 0
             if written is not None:
                 skipped = int(pc.sum(pc.is_in(ids, value_set=written.cast(ids.type))).as_py() or 0)
-                ds = ds.map_batches(drop_written, batch_format="pyarrow", zero_copy_batch=True,
-                                    fn_kwargs={"id_column": self.id_column, "written": ray.put(written)})
+                ds = ds.map_batches(
+                    drop_written,
+                    batch_format="pyarrow",
+                    zero_copy_batch=True,
+                    fn_kwargs={"id_column": self.id_column, "written": ray.put(written)},
+                )
             return self._execute(self._batches(ds), "write", rows=len(ids), skipped=skipped, run_only=True)
 
     def _batches(self, ds: ray.data.Dataset) -> ray.data.Dataset:
@@ -317,10 +286,20 @@ class _Run:
     def _prepare_output(self) -> pa.Array | None:
         """Check the settings, remove what interrupted runs left, and read the ids already written."""
         assert self.output is not None
-        self.output.check_settings(json.loads(json.dumps({
-            "id": self.id_column, "text": self.text, "labels": list(self.labels),
-            "engine_options": self.engine_options, **aspect_settings(self.aspects, self.mention)},
-            default=repr)))
+        self.output.check_settings(
+            json.loads(
+                json.dumps(
+                    {
+                        "id": self.id_column,
+                        "text": self.text,
+                        "labels": list(self.labels),
+                        "engine_options": self.engine_options,
+                        **aspect_settings(self.aspects, self.mention),
+                    },
+                    default=repr,
+                )
+            )
+        )
         removed = self.output.remove_temporary(keep_run=self.run_id)
         if removed:
             log.info("removed %d half-written file(s) an interrupted run left in %s", removed, self.output.uri)
@@ -336,16 +315,30 @@ class _Run:
         # Two batches per actor: one in the engine, the next one already there.
         compute = ray.data.ActorPoolStrategy(min_size=sizes[0], max_size=sizes[1], max_tasks_in_flight_per_actor=2)
         return ds.map_batches(
-            ReviewScorer, batch_size=self.batch_size, batch_format="pyarrow", compute=compute,
-            num_cpus=1 if self.num_cpus is None else self.num_cpus, num_gpus=num_gpus or None,
-            udf_modifying_row_count=mode == "write", runtime_env={"env_vars": ACTOR_ENV},
-            fn_constructor_kwargs={"engine_options": self.engine_options, "labels": self.labels,
-                                   "text": self.text, "id_column": self.id_column, "mode": mode,
-                                   "output": self.output, "cache": self.cache, "figures": figures,
-                                   "run": self.run_id, "aspects": self.aspects, "mention": self.mention})
+            ReviewScorer,
+            batch_size=self.batch_size,
+            batch_format="pyarrow",
+            compute=compute,
+            num_cpus=1 if self.num_cpus is None else self.num_cpus,
+            num_gpus=num_gpus or None,
+            udf_modifying_row_count=mode == "write",
+            runtime_env={"env_vars": ACTOR_ENV},
+            fn_constructor_kwargs={
+                "engine_options": self.engine_options,
+                "labels": self.labels,
+                "text": self.text,
+                "id_column": self.id_column,
+                "mode": mode,
+                "output": self.output,
+                "cache": self.cache,
+                "figures": figures,
+                "run": self.run_id,
+                "aspects": self.aspects,
+                "mention": self.mention,
+            },
+        )
 
-    def _execute(self, source: Any, mode: str, *, rows: int, skipped: int = 0,
-                 run_only: bool = False) -> Any:
+    def _execute(self, source: Any, mode: str, *, rows: int, skipped: int = 0, run_only: bool = False) -> Any:
         """Run the pipeline to the end, collecting its output and the run's figures."""
         global _last
         ray = _ray()
@@ -354,19 +347,25 @@ class _Run:
         stats = RayRun(rows=rows, skipped=skipped, output=self.output.uri if self.output else None)
         pieces: list[pa.Table] = []
         try:
-            ds = source if isinstance(source, ray.data.Dataset) else _from_blocks(ray, source)
+            ds = source if isinstance(source, ray.data.Dataset) else from_blocks(ray, source)
             # The driver's machine counts as busy for the idle watchdog while the run lasts
             # (the actors' machines mark themselves busy while they score).
             with activity.working("ray"):
-                for batch in () if ds is None else self._map(ds, mode, figures).iter_batches(
-                        batch_size=None, batch_format="pyarrow"):
+                for batch in (
+                    ()
+                    if ds is None
+                    else self._map(ds, mode, figures).iter_batches(batch_size=None, batch_format="pyarrow")
+                ):
                     pieces.append(batch)
                     stats.scored += sum(batch.column("rows").to_pylist()) if mode == "write" else batch.num_rows
         except KeyboardInterrupt:
             stats.interrupted = True
-            log.warning("interrupted: %d of %d rows finished%s", stats.scored, rows - skipped,
-                        "; they are in the output folder: run the same call again to continue"
-                        if self.output else "")
+            log.warning(
+                "interrupted: %d of %d rows finished%s",
+                stats.scored,
+                rows - skipped,
+                "; they are in the output folder: run the same call again to continue" if self.output else "",
+            )
             raise
         finally:
             self._finish(stats, pieces, mode, figures, started)
@@ -394,32 +393,3 @@ class _Run:
             stats.errors = sum(e is not None for e in errors) - stats.no_text
         stats.seconds = time.perf_counter() - started
         log.info("reviewkit.ray: %s", stats)
-
-
-def _blocks(table: pa.Table, batch_size: int) -> list[pa.Table]:
-    """One Ray block per batch, so each batch is its own task (and its own retry)."""
-    return [table.slice(start, batch_size) for start in range(0, table.num_rows, batch_size)]
-
-
-def _from_blocks(ray: Any, blocks: list[pa.Table]) -> Any:
-    return ray.data.from_arrow(blocks) if blocks else None
-
-
-def _with_results(df: pd.DataFrame, results: pa.Table | None, labels: tuple[str, ...],
-                  aspects: Sequence[Aspect] = ()) -> pd.DataFrame:
-    """``df`` with the result columns, in ``df``'s order (results are in that order): the
-    overall two, the aspects' as ``analyze`` makes them (Categoricals of positive/negative/none
-    and float scores), then ``error``."""
-    out = df.copy()
-    n = len(df)
-    for name, kind in result_types(aspects).items():
-        if pa.types.is_floating(kind):
-            out[name] = (results.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-                         if results is not None else np.full(n, np.nan))
-            continue
-        values = results.column(name).to_pylist() if results is not None else [None] * n
-        if name == ERROR:
-            out[name] = values
-        else:
-            out[name] = pd.Categorical(values, categories=list(labels) if name == SENTIMENT else list(ASPECT_LABELS))
-    return out

@@ -10,7 +10,7 @@ on the engine, and nothing else (``/health``, other threads) waits behind it.
 
 The queue holds at most ``queue_limit`` reviews (a request past it is refused at once,
 :class:`QueueFull`), so a flood costs memory in proportion to the limit, not to the flood.
-A batch that fails is scored apart (:func:`reviewkit.scoring.score_apart`): only the
+A batch that fails is scored apart (:func:`reviewkit.isolation.score_apart`): only the
 request whose reviews fail alone gets an error (:class:`UnscorableReviews`, naming them),
 the others their answers.
 
@@ -38,8 +38,9 @@ from reviewkit.aspect_prompts import Aspect
 from reviewkit.aspects import ScoredAspects, score_aspects
 from reviewkit.cache import ResultCache
 from reviewkit.engines.base import Engine, EngineDeadError
+from reviewkit.isolation import Isolated, score_apart
 from reviewkit.prompts import PromptTemplate
-from reviewkit.scoring import Isolated, ScoredTexts, clean_text, score_apart, score_texts
+from reviewkit.scoring import ScoredTexts, clean_text, score_texts
 from reviewkit.serve.liveness import DaemonWorker, EngineWatch
 
 log = logging.getLogger("reviewkit.serve")
