@@ -286,5 +286,4 @@ def _share_colormap() -> Any:
     from matplotlib.colors import LinearSegmentedColormap
 
     cmap = LinearSegmentedColormap.from_list("share", [NEGATIVE_COLOR, "#f4f1de", POSITIVE_COLOR])
-    cmap.set_bad("#d9d9d9")
-    return cmap
+    return cmap.with_extremes(bad="#d9d9d9")
