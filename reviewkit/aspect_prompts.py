@@ -16,6 +16,7 @@ label: five questions cost one review's forward pass plus five short tails.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -110,10 +111,9 @@ def mention_clause(words: tuple[str, ...], text: str) -> str | None:
     return joined if len(joined) <= CLAUSE_CHARS else joined[: CLAUSE_CHARS - 1] + "…"
 
 
-def _patterns(words: tuple[str, ...], _memo: dict[tuple[str, ...], list[re.Pattern]] = {}) -> list[re.Pattern]:  # noqa: B006
-    if words not in _memo:
-        _memo[words] = [re.compile(w, re.IGNORECASE) for w in words]
-    return _memo[words]
+@functools.lru_cache(maxsize=256)  # bounded: a server sees clients' custom aspects
+def _patterns(words: tuple[str, ...]) -> list[re.Pattern]:
+    return [re.compile(w, re.IGNORECASE) for w in words]
 
 
 # The restaurant set. Words were chosen on the selection half of
