@@ -61,10 +61,10 @@ def reference(references):
 
 
 @pytest.fixture(scope="module")
-def aspect_reference(reference):
+def aspect_reference(references, reference):
     """In-process ``analyze(aspects=True)`` of the same rows, on the session's float32 reference
     engine (tests/references.py)."""
-    return reference.ray_aspects
+    return references.ray_aspects
 
 
 @pytest.fixture(scope="module")
